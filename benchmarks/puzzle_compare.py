@@ -1,0 +1,106 @@
+"""TRM-MLP vs TRM-Att vs HRM vs direct prediction: same data, same wall-clock budget, same held-out set.
+
+    python benchmarks/puzzle_compare.py --task sudoku --minutes 20   # the CPU comparison (~80 min)
+    python benchmarks/puzzle_compare.py --task maze --minutes 20     # small-maze version
+    python benchmarks/puzzle_compare.py --minutes 0.2 --n-train 64 --n-test 32   # smoke test
+
+Each model starts from the task's CPU preset (configs/sudoku-cpu.yaml, configs/maze-cpu.yaml) and
+changes only what defines it (docs/baselines.md). Prints a table; writes
+benchmarks/results/puzzle_compare_<task>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cli.common import configs_dir
+from puzzles.run import get_task, resolve_config
+from trmlm.configtools import to_dict
+from trmlm.models import build_puzzle_model
+from trmlm.puzzle_train import run_config_dict, train_puzzle
+
+PRESETS = {"sudoku": "sudoku-cpu", "maze": "maze-cpu"}
+# name -> model-config changes from the CPU preset. HRM: two 4-block nets, H_cycles = L_cycles = 2
+# (paper); direct: the same 2 blocks as TRM run once (same parameter count as TRM).
+MODELS = {
+    "TRM-MLP": {"arch": "trm", "mixer": "mlp", "pos_encoding": "none"},
+    "TRM-Att": {"arch": "trm", "mixer": "attention", "pos_encoding": "rope"},
+    "HRM": {"arch": "hrm", "mixer": "attention", "pos_encoding": "rope", "n_layers": 4,
+            "n_cycles": 2, "n_latent": 2},
+    "direct": {"arch": "direct", "mixer": "attention", "pos_encoding": "rope"},
+}
+
+
+def run_one(task: str, name: str, minutes: float, data, base, eval_size: int, seed: int) -> dict:
+    model_cfg = replace(base.model, **MODELS[name])
+    train_cfg = replace(base.train, max_minutes=minutes, train_steps=10**9, eval_every=10**9,
+                        eval_size=eval_size, seed=seed)
+    t0 = time.time()
+    result = train_puzzle(model_cfg, train_cfg, data, out_dir=None,
+                          run_config=run_config_dict(task, model_cfg, train_cfg, base.data),
+                          progress=False)
+    f = result.final
+    return {"model": name, "arch": model_cfg.arch, "mixer": model_cfg.mixer,
+            "params": build_puzzle_model(model_cfg).num_parameters(), "steps": result.steps,
+            "seconds": round(time.time() - t0, 1), "exact_acc": f.get("exact_acc"),
+            "cell_acc": f.get("cell_acc"), "n_eval": f.get("n_eval"),
+            "model_config": to_dict(model_cfg)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=sorted(PRESETS), default="sudoku")
+    ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per model")
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--n-train", type=int, default=None, help="training puzzles (default: the preset's)")
+    ap.add_argument("--n-test", type=int, default=None, help="held-out puzzles (default: the preset's)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sets = []
+    if args.n_train is not None:
+        sets.append(f"data.n_train={args.n_train}")
+    if args.n_test is not None:
+        sets.append(f"data.n_test={args.n_test}")
+    base = resolve_config(args.task, configs_dir(), PRESETS[args.task], overrides=sets)
+    data = get_task(args.task).build_data(base.data)
+    eval_size = len(data.eval["inputs"])
+    console = Console()
+    console.print(f"{args.task}: {data.description}")
+    rows = []
+    for name in args.models:
+        console.print(f"training {name} for {args.minutes:g} min ...")
+        rows.append(run_one(args.task, name, args.minutes, data, base, eval_size, args.seed))
+    metric = "valid+shortest" if args.task == "maze" else "exact"
+    table = Table(title=f"{args.task}: {args.minutes:g} min per model, CPU fp32, {args.threads} thread(s), "
+                        f"{eval_size} held-out puzzles")
+    for col in ("model", "params", "steps", f"held-out {metric}", "cell acc"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['params'] / 1e3:.0f}k", str(r["steps"]), f"{r['exact_acc']:.3f}",
+                      f"{r['cell_acc']:.3f}")
+    console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "puzzle_compare", "task": args.task, "minutes_per_model": args.minutes,
+              "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
+              "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
+              "data_config": to_dict(base.data), "rows": rows}
+    path = args.out / f"puzzle_compare_{args.task}.json"
+    path.write_text(json.dumps(report, indent=2))
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Language-model commands: train-lm, generate, train-tokenizer."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from cli.common import configs_dir, err, out, user_errors
+from trmlm.configtools import to_dict
+from trmlm.errors import TRMError
+from trmlm.logging import Logger
+
+DEFAULT_PRESET = "lm-shakespeare-cpu"
+STEP_COLOURS = ["green", "yellow", "red", "magenta", "blue", "cyan", "bright_green", "bright_yellow",
+                "bright_red", "bright_magenta", "bright_blue", "bright_cyan", "white", "grey70", "grey50",
+                "grey30"]  # colour of a token that used 1, 2, 3, ... supervision steps
+
+
+def _preset_path(name: str) -> tuple[str | None, str | None]:
+    """A preset name in configs/ or a YAML path -> (preset name, config file)."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return None, name
+    if not (configs_dir() / f"{name}.yaml").is_file():
+        known = sorted(p.stem for p in configs_dir().glob("lm-*.yaml"))
+        raise TRMError(f"unknown preset {name!r} (LM presets: {', '.join(known)})")
+    return name, None
+
+
+class PathJsonlLogger(Logger):
+    """JSON lines appended by *path* on every call: the checkpoint directory holding the file is
+    swapped atomically at each save, which would orphan a file handle kept open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.t0 = Path(path), time.time()
+
+    def log(self, step: int, metrics: dict) -> None:
+        row = {"step": step, "time": round(time.time() - self.t0, 3)}
+        row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+class QuietReporter:
+    """No progress bar; validation lines still go to stderr."""
+
+    def start(self, total: int) -> None: ...
+    def step(self, step: int, metrics: dict) -> None: ...
+    def stop(self) -> None: ...
+
+    def message(self, text: str) -> None:
+        err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+class RichReporter:
+    """Progress bar + messages on stderr (trmlm.lm.train.Reporter)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=err, transient=False)
+        self.task = None
+
+    def start(self, total: int) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total, info="")
+
+    def step(self, step: int, metrics: dict) -> None:
+        info = f"loss {metrics['loss']:.3f}  {metrics['train_seconds']:.0f}s"
+        self.progress.update(self.task, completed=step, info=info)
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def train_lm_cmd(
+    preset: str = typer.Option(DEFAULT_PRESET, help="Preset in configs/ (lm-tiny, lm-shakespeare-cpu, lm-paper) or a YAML path."),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML file merged over the preset."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set net.d_model=64 (repeatable)."),
+    data: list[str] = typer.Option([], "--data", help="Local text/json/jsonl file (repeatable); default: embedded tiny Shakespeare."),
+    model: Optional[str] = typer.Option(None, "--model", help="trm | transformer | transformer-iso (default: the preset's)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train the per-token recursive LM (or a baseline) with deep supervision; validates on the held-out
+    last 10% (parallel estimate and sequential real-cache bits/char), prints samples, saves checkpoints."""
+    from trmlm.lm.config import load_lm_config
+    from trmlm.lm.train import train_from_config
+
+    name, cfg_file = _preset_path(preset)
+    overrides = list(set_)
+    if model is not None:
+        if model not in ("trm", "transformer", "transformer-iso"):
+            raise TRMError(f"--model must be trm, transformer or transformer-iso, got {model!r}")
+        overrides.append(f"arch={model}")
+    files = [f for f in (cfg_file, config) if f]
+    cfg = load_lm_config(name, files, overrides, configs_dir())
+    for f in data:
+        if not Path(f).is_file():
+            raise TRMError(f"data file not found: {f}")
+    if data:
+        cfg.data.files = list(data)
+    out_path = out_dir or Path("runs") / f"{Path(preset).stem}-{cfg.arch}"
+    n = cfg.net
+    err.print(f"[bold]trm train-lm[/bold] arch={cfg.arch} D={n.d_model} layers={n.n_layers} n={n.n_latent} "
+              f"T={n.n_cycles} N_sup={n.max_sup_steps} context={n.seq_len} out={out_path}", soft_wrap=True)
+    logger = PathJsonlLogger(out_path / "metrics.jsonl")
+    trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter())
+    err.print(f"done: {trainer.step} optimizer steps, {trainer.train_seconds / 60:.1f} min training, "
+              f"{trainer.model.num_parameters():,} parameters; held-out bits/char: sequential "
+              f"{metrics.get('bpc_sequential', float('nan')):.3f}, parallel estimate "
+              f"{metrics['bpc_parallel']:.3f}; checkpoint {out_path}", soft_wrap=True)
+
+
+def _steps_rows(text: str, steps: list[int]) -> str:
+    """Text lines each followed by a line of per-character step digits (for non-terminals);
+    step 0 (prompt characters) is blank, 10 or more is '+'."""
+    lines, pos = [], 0
+    for line in text.split("\n"):
+        digits = "".join(" " if s == 0 else str(s) if s < 10 else "+"
+                         for s in steps[pos:pos + len(line)])
+        lines += [line, digits]
+        pos += len(line) + 1
+    return "\n".join(lines)
+
+
+def generate_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory from train-lm."),
+    prompt: str = typer.Option(..., "--prompt", help="Text to continue."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Tokens to generate (default 200)."),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy (argmax)."),
+    top_k: Optional[int] = typer.Option(None, help="Keep the k most likely tokens (0 = off)."),
+    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass (1 = off)."),
+    repetition_penalty: Optional[float] = typer.Option(None, help="CTRL repetition penalty (1 = off)."),
+    stop: list[str] = typer.Option([], "--stop", help="Stop before this string; it is not printed (repeatable)."),
+    seed: Optional[int] = typer.Option(None, help="Sampling seed (same seed = same text)."),
+    num_samples: Optional[int] = typer.Option(None, help="Independent continuations."),
+    halt_threshold: Optional[float] = typer.Option(None, help="Halt a token once sigmoid(q) >= this."),
+    min_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at least."),
+    max_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at most (default N_sup)."),
+    no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll: every token gets max steps."),
+    show_steps: bool = typer.Option(False, "--show-steps", help="Colour each token by the recursion steps it used."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, no streaming."),
+    device: str = typer.Option("cpu", help="auto | cpu | cuda."),
+    threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+) -> None:
+    """Generate text from a train-lm checkpoint, streaming to stdout; stats (tokens/s, mean
+    recursion steps per token) go to stderr."""
+    import dataclasses
+
+    from trmlm.lm.checkpoint import load_lm
+    from trmlm.lm.generate import Piece, generate
+    from trmlm.runtime import resolve_runtime
+
+    rt = resolve_runtime(device, "float32", threads)
+    lm = load_lm(checkpoint)
+    given = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                 repetition_penalty=repetition_penalty, seed=seed, num_samples=num_samples,
+                 halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps)
+    gcfg = dataclasses.replace(lm.generation, **{k: v for k, v in given.items() if v is not None},
+                               stop=list(stop) or lm.generation.stop, no_halting=no_halting)
+    model = lm.model.to(rt.device)
+    n_sup = lm.cfg.net.max_sup_steps if lm.cfg.arch == "trm" else 0
+    colour = show_steps and out.is_terminal and not as_json
+    samples, char_steps = [], {}
+    started: set[int] = set()
+    for event in generate(model, lm.tokenizer, prompt, gcfg):
+        if isinstance(event, Piece):
+            if as_json:
+                continue
+            if event.sample not in started:  # echo the prompt before its continuation
+                started.add(event.sample)
+                sys.stdout.write(prompt)
+            char_steps.setdefault(event.sample, []).extend(event.steps)
+            if colour:
+                t = Text()
+                for ch, s in zip(event.text, event.steps):
+                    t.append(ch, style=STEP_COLOURS[min(s, len(STEP_COLOURS)) - 1] if s else None)
+                out.print(t, end="")
+            else:
+                sys.stdout.write(event.text)
+            sys.stdout.flush()
+            continue
+        samples.append(event)
+        if not as_json:
+            if event.sample not in started:
+                sys.stdout.write(prompt)
+            sys.stdout.write("\n")
+            if show_steps and not colour:
+                sys.stdout.write("--- steps per character (token) ---\n"
+                                 + _steps_rows(prompt + event.text, [0] * len(prompt) + char_steps.get(event.sample, []))
+                                 + "\n")
+            if event.sample + 1 < gcfg.num_samples:
+                sys.stdout.write("---\n")
+            sys.stdout.flush()
+        rate = event.tokens / max(event.seconds, 1e-9)
+        mean_steps = sum(event.token_steps) / max(len(event.token_steps), 1)
+        err.print(f"sample {event.sample}: {event.tokens} tokens in {event.seconds:.2f}s "
+                  f"({rate:.1f} tokens/s), mean steps/token {mean_steps:.2f}"
+                  + (f" of max {gcfg.max_steps or n_sup}" if n_sup else " (no recursion: baseline)")
+                  + f", stop: {event.reason}", soft_wrap=True)
+    if colour and n_sup:
+        legend = Text("steps: ")
+        for s in range(1, (gcfg.max_steps or n_sup) + 1):
+            legend.append(f"{s} ", style=STEP_COLOURS[min(s, len(STEP_COLOURS)) - 1])
+        err.print(legend)
+    if as_json:
+        out_obj = {"prompt": prompt, "checkpoint": str(checkpoint), "arch": lm.cfg.arch,
+                   "generation": to_dict(gcfg),
+                   "samples": [{"text": s.text, "tokens": s.tokens, "token_steps": s.token_steps,
+                                "seconds": round(s.seconds, 4),
+                                "tokens_per_s": round(s.tokens / max(s.seconds, 1e-9), 2),
+                                "mean_steps": sum(s.token_steps) / max(len(s.token_steps), 1),
+                                "stop_reason": s.reason} for s in samples]}
+        sys.stdout.write(json.dumps(out_obj) + "\n")
+
+
+def eval_lm_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory from train-lm."),
+    tokens: int = typer.Option(8192, help="Held-out tokens for the sequential real-cache evaluation."),
+    parallel_tokens: int = typer.Option(32768, help="Held-out tokens for the fast parallel estimate."),
+    batch: int = typer.Option(16, help="Windows evaluated side by side."),
+    data: list[str] = typer.Option([], "--data", help="Text files (default: the checkpoint's data config)."),
+    halt_threshold: Optional[float] = typer.Option(None, help="Halt a token once sigmoid(q) >= this."),
+    min_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at least."),
+    max_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at most."),
+    no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll at max steps."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+) -> None:
+    """Held-out bits/char of a checkpoint: sequential with the real KV cache and per-token halting,
+    at full depth, and the fast parallel estimate (the gap between them is the train/inference mismatch)."""
+    import dataclasses
+
+    from trmlm.lm.checkpoint import load_lm
+    from trmlm.lm.evaluate import evaluate_lm
+    from trmlm.lm.train import prepare_data
+    from trmlm.runtime import resolve_runtime
+
+    resolve_runtime("cpu", "float32", threads)
+    lm = load_lm(checkpoint)
+    cfg = lm.cfg if not data else dataclasses.replace(lm.cfg, data=dataclasses.replace(lm.cfg.data, files=list(data)))
+    g = dataclasses.replace(lm.generation, **{k: v for k, v in dict(
+        halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps).items() if v is not None},
+        no_halting=no_halting)
+    policy = g.validate(lm.cfg.net.max_sup_steps)
+    _, split = prepare_data(cfg, lm.tokenizer)
+    metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy)
+    metrics.update(arch=cfg.arch, parameters=lm.model.num_parameters(), checkpoint=str(checkpoint),
+                   train_seconds=lm.meta.get("train_seconds"), step=lm.meta.get("step"))
+    if as_json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+        return
+    for k, v in metrics.items():
+        out.print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
+
+
+def train_tokenizer_cmd(
+    data: list[str] = typer.Option([], "--data", help="Local text/json/jsonl file (repeatable); default: embedded tiny Shakespeare."),
+    kind: str = typer.Option("bpe", "--kind", help="bpe (HF byte-level BPE) | sentencepiece | char."),
+    vocab_size: int = typer.Option(8000, help="Vocabulary size (bpe / sentencepiece)."),
+    out_dir: Path = typer.Option(Path("runs/tokenizer"), "--out", help="Directory for tokenizer.json / tokenizer.model."),
+) -> None:
+    """Train a tokenizer on local text (or the embedded corpus) and save it for `--set data.tokenizer_path=...`."""
+    from trmlm.lm.config import DataConfig
+    from trmlm.lm.data import load_text
+    from trmlm.lm.tokenizer import save_tokenizer, train_tokenizer
+
+    if vocab_size < 1:
+        raise TRMError("--vocab-size must be >= 1")
+    text = load_text(DataConfig(files=list(data)))
+    tok = train_tokenizer(kind, text, vocab_size)
+    path = save_tokenizer(tok, out_dir)
+    sample = text[:100_000]
+    out.print(f"{tok.kind} tokenizer, {tok.vocab_size} tokens, "
+              f"{len(sample) / max(len(tok.encode(sample)), 1):.2f} chars/token -> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-lm")(user_errors(train_lm_cmd))
+    app.command("generate")(user_errors(generate_cmd))
+    app.command("eval-lm")(user_errors(eval_lm_cmd))
+    app.command("train-tokenizer")(user_errors(train_tokenizer_cmd))

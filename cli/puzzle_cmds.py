@@ -1,0 +1,259 @@
+"""Puzzle commands: train-puzzle, solve, eval-puzzle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import typer
+from rich.table import Table
+
+from cli.common import configs_dir, err, out, user_errors
+from puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
+from trmlm.configtools import to_dict
+from trmlm.errors import TRMError
+from trmlm.distributed import launch_local, load_deepspeed_config
+from trmlm.logging import JsonlLogger, Logger
+from trmlm.puzzle_eval import evaluate, trace_supervision
+from trmlm.puzzle_train import run_config_dict, train_puzzle
+from trmlm.runtime import resolve_runtime
+from trmlm.train_state import STATE_DIR, check_resumable
+
+
+def train_puzzle_cmd(
+    task: str = typer.Argument(..., help="Puzzle task: sudoku, maze or arc."),
+    preset: Optional[str] = typer.Option(None, help="Preset name in configs/ (default: the task's CPU preset) or a YAML path."),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML file merged over the preset."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.d_model=128 (repeatable)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest saved state in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh even if --out holds a run."),
+    deepspeed: Optional[Path] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON (configs/deepspeed/*.json): train through deepspeed.initialize."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (gloo on CPU, NCCL on GPU)."),
+    model_arch: Optional[str] = typer.Option(None, "--model", help="Architecture: trm (default), hrm or direct (sets model.arch; docs/baselines.md)."),
+) -> None:
+    """Train a TRM on a puzzle task; periodic held-out evaluation; ends by solving a held-out puzzle."""
+    mod = get_task(task)
+    run = resolve_config(task, configs_dir(), preset, config,
+                         [*set_, *([f"model.arch={model_arch}"] if model_arch else [])])
+    name = Path(preset).stem if preset else DEFAULT_PRESETS[task]
+    out_path = out_dir or Path("runs") / name
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(launch_local(nproc, ["-m", "cli.main", *strip_option(sys.argv[1:], "--nproc")]))
+    if nproc < 1:
+        raise TRMError("--nproc must be >= 1")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ds_config = load_deepspeed_config(deepspeed, run.train, world) if deepspeed else None
+    run_config = run_config_dict(task, run.model, run.train, run.data)
+    prepare_out_dir(out_path, resume, overwrite, run_config)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    quiet = quiet or not main_rank
+    if main_rank:
+        err.print(f"[bold]trm train-puzzle {task}[/bold]  preset={name}  out={out_path}")
+    data = mod.build_data(run.data, progress=not quiet)
+    m = fit_model_to_data(run, data).model  # check: an embedding row for every puzzle id
+    err.print(f"data: {data.description}")
+    err.print(f"model: {m.arch} {m.mixer}, D={m.d_model}, {m.n_layers} layers, n={m.n_latent}, T={m.n_cycles}, "
+              f"N_sup={m.max_sup_steps} (effective depth {m.effective_depth} per step); "
+              f"train: batch {run.train.batch_size}, {run.train.train_steps} steps"
+              + (f", budget {run.train.max_minutes:g} min" if run.train.max_minutes else ""))
+
+    def on_eval(row: dict) -> None:
+        err.print(f"  eval @ step {row['step']:>6}  train {row['train_s']:>7.1f}s  exact {row['exact_acc']:.3f}  "
+                  f"cell {row['cell_acc']:.3f}  blank-cell {row['blank_cell_acc']:.3f}  "
+                  f"halt@{row['mean_halt_step']:.1f}")
+
+    logger = JsonlLogger(out_path / "metrics.jsonl") if main_rank else Logger()
+    try:
+        result = train_puzzle(run.model, run.train, data, out_dir=out_path,
+                              run_config=run_config, logger=logger, progress=not quiet, console=err, on_eval=on_eval,
+                              resume=resume, deepspeed_config=ds_config)
+    finally:
+        logger.close()
+    if not main_rank:
+        return
+    (out_path / "curve.json").write_text(json.dumps(result.history, indent=1))
+    err.print(f"done: {result.steps} steps in {result.seconds / 60:.1f} min; "
+              f"held-out exact accuracy {result.final.get('exact_acc', float('nan')):.3f} "
+              f"on {result.final.get('n_eval', 0)} puzzles; checkpoint {result.checkpoint}")
+    _show_held_out(mod, result.model, data.eval, run.train.device)
+
+
+def strip_option(argv: list[str], option: str) -> list[str]:
+    """argv without `option VALUE` / `option=VALUE` (to re-launch a command per process)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+def prepare_out_dir(out_path: Path, resume: bool, overwrite: bool, run_config: dict) -> None:
+    """Never lose a saved run by accident: a used --out needs --resume or --overwrite."""
+    if resume and overwrite:
+        raise TRMError("--resume and --overwrite exclude each other")
+    used = (out_path / "model.safetensors").exists() or (out_path / STATE_DIR).exists()
+    if resume:
+        check_resumable(out_path, run_config)
+        return
+    if used and not overwrite:
+        raise TRMError(f"{out_path} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if used and os.environ.get("RANK", "0") == "0":
+        shutil.rmtree(out_path / STATE_DIR, ignore_errors=True)
+        for name in ("metrics.jsonl", "curve.json"):
+            (out_path / name).unlink(missing_ok=True)
+
+
+def _show_held_out(mod, model, held_out: dict, device: str, look: int = 64) -> None:
+    """Solve the first held-out puzzles; show the first one, and the first solved if it is not."""
+    rt = resolve_runtime(device)
+    model.to(rt.device)
+    inputs = torch.as_tensor(held_out["inputs"][:look], device=rt.device)
+    labels = held_out["labels"][:look]
+    ids = torch.as_tensor(held_out["puzzle_ids"][:look], device=rt.device)
+    preds = trace_supervision(model, inputs, ids, runtime=rt).predictions[-1]
+    solved = _solved(mod, held_out["inputs"][:look], preds, labels)
+    out.print(f"\nHeld-out puzzle #0 ({'solved' if solved[0] else 'NOT solved'}):")
+    out.print(mod.render(held_out["inputs"][0], preds[0], labels[0]))
+    if not solved[0] and solved.any():
+        k = int(np.argmax(solved))
+        out.print(f"\nFirst solved held-out puzzle, #{k} ({int(solved.sum())} of the first {len(solved)} solved):")
+        out.print(mod.render(held_out["inputs"][k], preds[k], labels[k]))
+
+
+def _solved(mod, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(B,) bool: the task's own test (maze: valid and shortest), else exact match on labelled cells."""
+    if hasattr(mod, "score"):
+        return mod.score(inputs, preds, labels)
+    return ((preds == labels) | (labels < 0)).all(-1)
+
+
+def _read_puzzle_arg(puzzle: str) -> str:
+    if puzzle == "-":
+        import sys
+        return sys.stdin.read()
+    path = Path(puzzle)
+    if len(puzzle) < 256 and path.is_file():
+        return path.read_text()
+    return puzzle
+
+
+def solve_cmd(
+    task: str = typer.Argument(..., help="Puzzle task: sudoku, maze or arc."),
+    puzzle: str = typer.Argument(..., help="The puzzle (sudoku: 81 cells, '.' = blank; maze: N lines of '# SG'; arc: grid or task JSON), a file, or - for stdin."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory from train-puzzle."),
+    show_steps: bool = typer.Option(False, "--show-steps", help="Render the grid after every supervision step."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    steps: Optional[int] = typer.Option(None, help="Supervision steps (default N_sup)."),
+) -> None:
+    """Solve one puzzle with a trained model; --show-steps shows the recursion correcting itself."""
+    mod = get_task(task)
+    tokens = mod.parse_input(_read_puzzle_arg(puzzle))
+    model, run, _ = load_model(checkpoint, task)
+    if len(tokens) != model.cfg.seq_len:
+        raise TRMError(f"the puzzle has {len(tokens)} cells but the model was trained on {model.cfg.seq_len}")
+    if steps is not None and steps < 1:
+        raise TRMError("--steps must be >= 1")
+    rt = resolve_runtime("cpu" if run.train.device == "auto" and not torch.cuda.is_available() else run.train.device)
+    model.to(rt.device)
+    t0 = time.perf_counter()
+    inputs = torch.as_tensor(tokens[None], device=rt.device)
+    tr = trace_supervision(model, inputs, None, steps, rt)
+    seconds = time.perf_counter() - t0
+    target = mod.reference_solution(tokens)
+    final = tr.predictions[-1, 0]
+    fired = np.nonzero(tr.q_halt[:, 0] > 0)[0]
+    halt_step = int(fired[0]) + 1 if len(fired) else None
+    correct = bool(target is not None and _solved(mod, tokens[None], final[None], target[None])[0])
+    if as_json:
+        out.print_json(json.dumps({
+            "task": task, "puzzle": mod.to_text(tokens), "prediction": mod.to_text(final),
+            "correct": correct, "unique_solution": target is not None,
+            "halt_step": halt_step, "steps": [
+                {"step": s + 1, "prediction": mod.to_text(tr.predictions[s, 0]),
+                 "q_halt": round(float(tr.q_halt[s, 0]), 4),
+                 "confidence": round(float(tr.confidence[s, 0]), 4)}
+                for s in range(len(tr.predictions))] if show_steps else None,
+            "seconds": round(seconds, 4)}))
+        return
+    if show_steps:
+        prev = None
+        for s in range(len(tr.predictions)):
+            pred = tr.predictions[s, 0]
+            changed = 0 if prev is None else int((pred != prev).sum())
+            wrong = None if target is None else int((pred != target).sum())
+            head = f"step {s + 1}: q_halt {tr.q_halt[s, 0]:+.2f}"
+            head += f", {changed} cells changed" if prev is not None else ""
+            head += f", {wrong} wrong" if wrong is not None else ""
+            out.print(f"[bold]{head}[/bold]")
+            out.print(mod.render(tokens, pred, target) + "\n")
+            prev = pred
+    else:
+        out.print(mod.render(tokens, final, target))
+    verdict = ("[green]correct[/green]" if correct else
+               "[red]wrong[/red]" if target is not None else "no unique reference solution")
+    halt = f"halt head fires at step {halt_step}" if halt_step else "halt head never fired"
+    err.print(f"{verdict}; {len(tr.predictions)} supervision steps; {halt}; {seconds * 1000:.0f} ms")
+
+
+def eval_puzzle_cmd(
+    task: str = typer.Argument(..., help="Puzzle task: sudoku, maze or arc."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory from train-puzzle."),
+    source: Optional[str] = typer.Option(None, help="Override the data source (generate, CSV file/dir, hub id)."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate at most this many held-out puzzles."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also save a PNG of predictions vs targets."),
+    submission: Optional[Path] = typer.Option(None, "--submission", help="ARC: write submission.json (two attempts per test input)."),
+) -> None:
+    """Evaluate a checkpoint on its held-out puzzles (Sudoku: exact match; Maze: valid and
+    shortest path; ARC: voting over augmentations, pass@1/2/K)."""
+    mod = get_task(task)
+    model, run, _ = load_model(checkpoint, task)
+    if source is not None and not hasattr(run.data, "source"):
+        raise TRMError(f"--source does not apply to {task}; use a config with data.eval_sets")
+    data_cfg = run.data if source is None else type(run.data)(**{**to_dict(run.data), "source": source})
+    rt = resolve_runtime(run.train.device)
+    model.to(rt.device)
+    if hasattr(mod, "evaluate_model"):  # ARC: its own voting protocol over augmentations
+        metrics = mod.evaluate_model(model, data_cfg, rt, run.train.eval_batch_size, limit, submission)
+        data = None
+    else:
+        if submission is not None:
+            raise TRMError("--submission is only for arc")
+        data = mod.build_data(data_cfg, progress=not as_json)
+        metrics = evaluate(model, data.eval, rt, run.train.eval_batch_size, limit=limit,
+                           is_correct=getattr(mod, "score", None))
+    if png is not None:
+        from puzzles.plot import save_predictions_png
+        held_out = data.eval if data is not None else mod.build_data(data_cfg).eval
+        metrics["png"] = str(save_predictions_png(png, model, held_out, rt, mod))
+    if as_json:
+        out.print_json(json.dumps(metrics))
+        return
+    table = Table(title=f"{task}: {checkpoint}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, ", ".join(f"{x:.3f}" for x in v) if isinstance(v, list) else
+                      f"{v:.4f}" if isinstance(v, float) else str(v))
+    out.print(table)
+    if data is not None:
+        err.print(data.description)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-puzzle")(user_errors(train_puzzle_cmd))
+    app.command("solve")(user_errors(solve_cmd))
+    app.command("eval-puzzle")(user_errors(eval_puzzle_cmd))

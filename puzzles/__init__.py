@@ -1,0 +1,1 @@
+"""Puzzle tasks for TRM: generators, loaders, augmentations and evaluators (uses trmlm, never cli)."""

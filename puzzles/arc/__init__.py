@@ -1,0 +1,1 @@
+"""ARC task: task JSON loading, 30x30 EOS canvas, dihedral+colour augmentation, voting evaluator."""

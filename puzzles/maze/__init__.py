@@ -1,0 +1,1 @@
+"""Maze task: "# SGo" grids, Searchformer-style generator, CSV loader, dihedral augmentation."""

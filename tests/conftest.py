@@ -1,0 +1,16 @@
+"""Shared pytest fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    """The shared data directory ($TRM_SHARED_DATA, else shared/data beside the checkout); skips if absent."""
+    env = os.environ.get("TRM_SHARED_DATA")
+    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"shared data directory not found: {path}")
+    return path

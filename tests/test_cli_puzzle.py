@@ -1,0 +1,123 @@
+"""The puzzle CLI end to end on the tiny preset, and one-line errors with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+EASY = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "ckpt"
+    cache = tmp_path_factory.mktemp("cache")
+    result = runner.invoke(app, ["train-puzzle", "sudoku", "--preset", "sudoku-tiny", "--out", str(out),
+                                 "--quiet"], env={"TRM_CACHE_DIR": str(cache)})
+    assert result.exit_code == 0, result.output
+    assert "Held-out puzzle #0" in result.stdout
+    return out
+
+
+def test_train_writes_checkpoint_and_curve(tiny_checkpoint):
+    assert (tiny_checkpoint / "model.safetensors").is_file()
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config["task"] == "sudoku" and config["model"]["d_model"] == 32
+    meta = json.loads((tiny_checkpoint / "meta.json").read_text())
+    assert meta["step"] == 6 and 0.0 <= meta["metrics"]["exact_acc"] <= 1.0
+    curve = json.loads((tiny_checkpoint / "curve.json").read_text())
+    assert [row["step"] for row in curve] == [3, 6]
+    rows = [json.loads(line) for line in (tiny_checkpoint / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in r for r in rows) and any("eval/exact_acc" in r for r in rows)
+
+
+def test_solve_prints_grid_and_steps(tiny_checkpoint):
+    result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(tiny_checkpoint), "--show-steps"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("step ") == 2  # N_sup = 2 in the tiny preset
+    assert "q_halt" in result.stdout
+
+
+def test_solve_json(tiny_checkpoint):
+    result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(tiny_checkpoint), "--json",
+                                 "--show-steps"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["puzzle"] == EASY and len(data["prediction"]) == 81
+    assert data["unique_solution"] is True and isinstance(data["correct"], bool)
+    assert [s["step"] for s in data["steps"]] == [1, 2]
+
+
+def test_eval_puzzle(tiny_checkpoint, tmp_path):
+    result = runner.invoke(app, ["eval-puzzle", "sudoku", "--checkpoint", str(tiny_checkpoint), "--json"],
+                           env={"TRM_CACHE_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n_eval"] == 8 and len(metrics["exact_acc_per_step"]) == 2
+
+
+def _one_line_error(result, needle: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("puzzle,needle", [
+    (EASY[:-1], "80 cells, expected 81"),
+    (EASY[:-1] + "x", "illegal character 'x'"),
+    ("55" + EASY[2:], "contradictory puzzle"),
+    # row 1 forbids 1-8 in cell 9, column 9 holds the 9: no digit fits, no solution exists
+    ("12345678." + "........9" + "." * 63, "unsolvable"),
+])
+def test_bad_puzzle_is_one_line_exit_2(tiny_checkpoint, puzzle, needle):
+    result = runner.invoke(app, ["solve", "sudoku", puzzle, "--checkpoint", str(tiny_checkpoint)])
+    _one_line_error(result, needle)
+
+
+def test_missing_and_corrupt_checkpoint(tiny_checkpoint, tmp_path):
+    result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(tmp_path / "nope")])
+    _one_line_error(result, "checkpoint not found")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("config.json", "meta.json"):
+        (bad / name).write_text((tiny_checkpoint / name).read_text())
+    (bad / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(bad)])
+    _one_line_error(result, "corrupt checkpoint weights")
+    (bad / "config.json").write_text("{not json")
+    result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(bad)])
+    _one_line_error(result, "corrupt checkpoint config")
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path):
+    result = runner.invoke(app, ["train-puzzle", "sudoku", "--set", "model.bogus=1", "--out", str(tmp_path)])
+    _one_line_error(result, "unknown config key 'model.bogus'")
+    result = runner.invoke(app, ["train-puzzle", "sudoku", "--set", "train.lr=fast", "--out", str(tmp_path)])
+    _one_line_error(result, "train.lr: expected a number")
+    result = runner.invoke(app, ["train-puzzle", "sudoku", "--preset", "nope", "--out", str(tmp_path)])
+    _one_line_error(result, "unknown preset 'nope'")
+    result = runner.invoke(app, ["train-puzzle", "chess", "--out", str(tmp_path)])
+    _one_line_error(result, "unknown puzzle task 'chess'")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    result = runner.invoke(app, ["train-puzzle", "sudoku", "--config", str(bad), "--out", str(tmp_path)])
+    _one_line_error(result, "invalid YAML")
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_console_script_exit_code(tmp_path):
+    """The installed entry point itself (not just the Typer app) exits 2 with one line."""
+    env = {**os.environ, "TRM_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "solve", "sudoku", "123", "--checkpoint", "x"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: puzzle has 3 cells, expected 81"

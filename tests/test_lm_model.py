@@ -1,0 +1,162 @@
+"""LM model tests: cached decode == full recompute, L Jacobi sweeps == sequential decode, halting, KV size."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from trmlm.layers import AttnContext
+from trmlm.lm.cache import KVCache
+from trmlm.lm.config import LMConfig
+from trmlm.lm.decode import HaltPolicy, prefill, reference_logits, sequential_logits
+from trmlm.lm.model import TRMLanguageModel, build_model
+from trmlm.lm.parallel import jacobi_logits, supervision_sweep
+
+torch.set_num_threads(1)
+
+
+def tiny_cfg(arch: str = "trm", **net) -> LMConfig:
+    base = dict(vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2, n_latent=2,
+                n_cycles=2, max_sup_steps=3, puzzle_emb_len=0, swiglu_multiple=16)
+    base.update(net)
+    return LMConfig(arch=arch, net=dataclasses.replace(LMConfig().net, **base))
+
+
+def make(arch: str = "trm", seed: int = 0, **net):
+    torch.manual_seed(seed)
+    # float64: the equalities below are exact up to rounding; an untrained recursive net
+    # amplifies fp32 rounding over a sequence (1e-4 after 8 tokens), fp64 keeps it at 1e-15.
+    model = build_model(tiny_cfg(arch, **net)).eval().double()
+    if isinstance(model, TRMLanguageModel):
+        # Give the halt head a real signal (its init is "never halt") so halting varies per token.
+        with torch.no_grad():
+            model.q_head.weight.normal_(0, 1.0)
+            model.q_head.bias.zero_()
+    return model
+
+
+def tokens(B: int = 2, L: int = 9, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 17, (B, L), generator=g)
+
+
+def test_prefix_attention_equals_plain_causal_pass():
+    """f reading committed K/V + its own live K/V == f over the concatenation with a causal mask."""
+    model = make()
+    y = torch.randn(2, 6, 32, dtype=torch.float64)
+    h = torch.randn(2, 1, 32, dtype=torch.float64)
+    f = model.core.f
+    full = f(torch.cat([y, h], 1), AttnContext(self_mask="causal", rope=model.rope(torch.arange(7))))
+    prefix = model.commit_kv(y, torch.arange(6))
+    last = f(h, AttnContext(self_mask="diagonal", rope=model.rope(torch.tensor([6])), prefix=prefix))
+    torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["trm", "transformer", "transformer-iso"])
+def test_cached_decode_equals_full_recompute(arch):
+    model = make(arch)
+    t = tokens()
+    policy = HaltPolicy.fixed(3)
+    cached, s1 = sequential_logits(model, t, policy)
+    ref, s2 = reference_logits(model, t, policy)
+    torch.testing.assert_close(cached, ref, atol=1e-10, rtol=1e-10)
+    assert torch.equal(s1, s2)
+
+
+def test_cached_decode_equals_full_recompute_with_halting():
+    model = make()
+    t = tokens(B=3)
+    policy = HaltPolicy(max_steps=3, min_steps=1, threshold=0.5)
+    cached, s1 = sequential_logits(model, t, policy)
+    ref, s2 = reference_logits(model, t, policy)
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(cached, ref, atol=1e-10, rtol=1e-10)
+
+
+def test_L_jacobi_sweeps_equal_sequential_decode():
+    model = make()
+    t = tokens(L=8)
+    policy = HaltPolicy.fixed(2)
+    seq, _ = sequential_logits(model, t, policy)
+    par, _ = jacobi_logits(model, t, sweeps=8, policy=policy)
+    torch.testing.assert_close(par, seq, atol=1e-10, rtol=1e-10)
+    # After m sweeps exactly the positions < m are exact; with fewer sweeps later ones differ.
+    few, _ = jacobi_logits(model, t, sweeps=3, policy=policy)
+    torch.testing.assert_close(few[:, :3], seq[:, :3], atol=1e-10, rtol=1e-10)
+    assert (few[:, 3:] - seq[:, 3:]).abs().max() > 1e-4
+
+
+def test_parallel_prefill_then_decode_matches_sequential():
+    model = make()
+    t = tokens(L=7)
+    policy = HaltPolicy.fixed(2)
+    seq, _ = sequential_logits(model, t, policy)
+    cache = KVCache.for_model(model, 2)
+    out, _ = prefill(model, cache, t[:, :6], policy, mode="parallel")
+    torch.testing.assert_close(out.logits, seq[:, 5], atol=1e-10, rtol=1e-10)
+    assert cache.pos == 6
+
+
+def test_training_sweep_uses_strict_prefix():
+    """A training supervision step: position i's output must not depend on tokens > i."""
+    model = make()
+    t = tokens(B=1, L=8)
+    t2 = t.clone()
+    t2[0, 5:] = (t2[0, 5:] + 1) % 17
+    outs = []
+    for tt in (t, t2):
+        x = model.embed_tokens(tt)
+        state = model.initial_state(1, 8)
+        for _ in range(2):
+            state = supervision_sweep(model, state, x, grad="none")
+        outs.append(state.y)
+    torch.testing.assert_close(outs[0][:, :5], outs[1][:, :5], atol=1e-10, rtol=1e-10)
+    assert (outs[0][:, 5:] - outs[1][:, 5:]).abs().max() > 1e-3
+
+
+def test_halting_disabled_equals_fixed_unroll_and_halting_varies_steps():
+    model = make()
+    t = tokens(B=2, L=10)
+    off = HaltPolicy(max_steps=3, min_steps=1, threshold=None)
+    logits_off, steps_off = sequential_logits(model, t, off)
+    assert bool((steps_off == 3).all())
+    # Fixed unroll by hand: 3 supervision steps of the core, no halting logic at all.
+    cache = KVCache.for_model(model, 2)
+    manual = []
+    with torch.no_grad():
+        for i in range(10):
+            pos, prefix = cache.positions(1), cache.prefix()
+            x = model.embed_tokens(t[:, i:i + 1])
+            state = model.initial_state(2, 1)
+            for _ in range(3):
+                state = model.refine(state, x, pos, prefix, None, grad="none")
+            cache.commit(model.commit_kv(state.y, pos, prefix))
+            manual.append(model.logits(state.y)[:, 0])
+    torch.testing.assert_close(logits_off, torch.stack(manual, 1), atol=1e-10, rtol=1e-10)
+    _, steps_on = sequential_logits(model, t, HaltPolicy(max_steps=3, min_steps=1, threshold=0.5))
+    assert len(torch.unique(steps_on)) > 1, steps_on
+    # min_steps is honoured
+    _, steps_min = sequential_logits(model, t, HaltPolicy(max_steps=3, min_steps=2, threshold=0.5))
+    assert int(steps_min.min()) >= 2
+
+
+@pytest.mark.parametrize("n_sup,n,T", [(1, 1, 1), (3, 2, 2), (16, 6, 3)])
+def test_kv_bytes_per_token_independent_of_recursion_depth(n_sup, n, T):
+    model = make(max_sup_steps=n_sup, n_latent=n, n_cycles=T)
+    cache = KVCache.for_model(model, batch=1)
+    assert cache.bytes_per_token() == 2 * 2 * 32 * 8  # layers x (K, V) x D x fp64
+    t = tokens(B=1, L=4)
+    sequential_logits(model, t, HaltPolicy.fixed(n_sup))  # decoding does not grow anything else
+    assert cache.k.shape == (2, 1, 4, 12, 8)
+
+
+def test_cache_position_and_overflow():
+    model = make()
+    cache = KVCache.for_model(model, batch=1, max_len=3)
+    policy = HaltPolicy.fixed(1)
+    prefill(model, cache, tokens(B=1, L=3), policy)
+    assert cache.pos == 3 and cache.free == 0
+    with pytest.raises(ValueError):
+        prefill(model, cache, tokens(B=1, L=1), policy)

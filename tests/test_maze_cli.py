@@ -1,0 +1,77 @@
+"""Maze end to end through the CLI on the tiny preset; bad mazes exit 2; the paper preset steps."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.common import configs_dir
+from cli.main import app
+from puzzles.run import resolve_config
+from trmlm.act import act_step, new_carry
+from trmlm.models import build_puzzle_model
+
+runner = CliRunner()
+MAZE6 = "#S  ##\n# # # \n#   G#\n## ## \n      \n######\n"
+
+
+def _one_line_error(result, needle: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def maze_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("maze") / "ckpt"
+    cache = tmp_path_factory.mktemp("cache")
+    result = runner.invoke(app, ["train-puzzle", "maze", "--preset", "maze-tiny", "--out", str(out), "--quiet",
+                                 "--model", "hrm"], env={"TRM_CACHE_DIR": str(cache)})
+    assert result.exit_code == 0, result.output
+    assert "Held-out puzzle #0" in result.stdout
+    return out, cache
+
+
+def test_train_eval_solve(maze_checkpoint, tmp_path):
+    ckpt, cache = maze_checkpoint
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["model"]["arch"] == "hrm" and config["model"]["seq_len"] == 36
+    png = tmp_path / "pred.png"
+    result = runner.invoke(app, ["eval-puzzle", "maze", "--checkpoint", str(ckpt), "--json", "--png", str(png)],
+                           env={"TRM_CACHE_DIR": str(cache)})
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n_eval"] == 8 and 0.0 <= metrics["exact_acc"] <= 1.0
+    assert png.is_file() and png.stat().st_size > 1000
+    result = runner.invoke(app, ["solve", "maze", MAZE6, "--checkpoint", str(ckpt), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["prediction"]) == 36 and isinstance(data["correct"], bool)
+
+
+@pytest.mark.parametrize("maze,needle", [
+    (MAZE6.replace("S", " "), "exactly one start 'S', found 0"),
+    (MAZE6.replace("G", " "), "exactly one goal 'G', found 0"),
+    ("#S  #\n# # #\n#   G\n## ##\n     \n", "25 cells but the model was trained on 36"),
+])
+def test_bad_maze_is_one_line_exit_2(maze_checkpoint, maze, needle):
+    result = runner.invoke(app, ["solve", "maze", maze, "--checkpoint", str(maze_checkpoint[0])])
+    _one_line_error(result, needle)
+
+
+def test_maze_hard_preset_runs_one_step():
+    run = resolve_config("maze", configs_dir(), "maze-hard")
+    m, t = run.model, run.train
+    assert (m.seq_len, m.vocab_size, m.d_model, m.n_latent, m.n_cycles, m.mixer) == (900, 6, 512, 4, 3, "attention")
+    assert (t.batch_size, t.weight_decay, t.ema_decay) == (768, 1.0, 0.999)
+    assert run.data.size == 30 and run.data.min_path == 110
+    torch.manual_seed(0)
+    model = build_puzzle_model(m)
+    batch = {"inputs": torch.randint(1, 5, (1, 900)), "labels": torch.randint(1, 6, (1, 900)),
+             "puzzle_ids": torch.zeros(1, dtype=torch.long)}
+    carry, stats = act_step(model, new_carry(model, batch))
+    stats.loss.backward()
+    assert torch.isfinite(stats.loss)

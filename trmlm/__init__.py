@@ -1,0 +1,3 @@
+"""trmlm: Tiny Recursive Models for puzzles and autoregressive language modelling."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Config dataclasses: the TRM network and recursion (paper defaults) and the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+def swiglu_width(d_model: int, expansion: float, multiple: int = 256) -> int:
+    """round(expansion * D * 2/3) rounded up to a multiple (official TRM: 1536 for D=512, exp 4)."""
+    width = round(expansion * d_model * 2 / 3)
+    return -(-width // multiple) * multiple
+
+
+@dataclass
+class TRMConfig:
+    """The network f and its recursion. Defaults are the paper's (arXiv 2510.04871, Sudoku-Att)."""
+
+    vocab_size: int = 11
+    seq_len: int = 81                      # L, without the puzzle-embedding prefix
+    d_model: int = 512                     # D
+    n_heads: int = 8                       # H (head dim 64)
+    n_layers: int = 2                      # blocks in f
+    expansion: float = 4.0                 # SwiGLU expansion
+    mixer: Literal["attention", "mlp"] = "attention"  # token mixing: attention, or MLP over positions
+    pos_encoding: Literal["rope", "learned", "none"] = "rope"
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    n_latent: int = 6                      # n: latent steps z = f(x + y + z) per cycle
+    n_cycles: int = 3                      # T: cycles per supervision step (T-1 without grad)
+    max_sup_steps: int = 16                # N_sup: deep-supervision steps at most
+    halt_exploration: float = 0.1          # prob. of a random minimum step count in [2, N_sup]
+    puzzle_emb_len: int = 16               # prefix positions; the first holds the learned id vector
+    num_puzzle_ids: int = 1                # rows of the puzzle-embedding table (ARC: one per aug.)
+    swiglu_multiple: int = 256             # SwiGLU width rounded up to this (official: 256)
+    # Architecture and ablations (see docs/baselines.md; defaults = paper TRM).
+    arch: Literal["trm", "hrm", "direct"] = "trm"  # trmlm/models.py ARCHS; hrm: T = H_cycles, n = L_cycles
+    single_z: bool = False                 # ablation "single z" (paper Table 1: 71.9): no separate y
+    separate_nets: bool = False            # ablation "separate nets" f_L, f_H (82.4); forced by hrm
+    grad: Literal["last_cycle", "one_step"] = "last_cycle"  # "1-step gradient" (56.5); forced by hrm
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.pos_encoding == "rope" and self.head_dim % 2:
+            raise ValueError("RoPE needs an even head dimension")
+        for name in ("vocab_size", "seq_len", "d_model", "n_heads", "n_layers", "n_latent",
+                     "n_cycles", "max_sup_steps", "num_puzzle_ids", "swiglu_multiple"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.puzzle_emb_len < 0:
+            raise ValueError("puzzle_emb_len must be >= 0")
+        if not 0.0 <= self.halt_exploration <= 1.0:
+            raise ValueError("halt_exploration must lie in [0, 1]")
+        if self.single_z and self.separate_nets:
+            raise ValueError("single_z and separate_nets cannot be combined")
+        if self.arch == "hrm" and self.single_z:
+            raise ValueError("arch 'hrm' keeps two states z_L, z_H: single_z must be false")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def total_len(self) -> int:
+        """Positions seen by f: puzzle-embedding prefix + sequence."""
+        return self.puzzle_emb_len + self.seq_len
+
+    @property
+    def ffn_width(self) -> int:
+        return swiglu_width(self.d_model, self.expansion, self.swiglu_multiple)
+
+    @property
+    def effective_depth(self) -> int:
+        """Layers applied per supervision step: T (n + 1) layers (paper: 3 * 7 * 2 = 42)."""
+        return self.n_cycles * (self.n_latent + 1) * self.n_layers
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop (paper values: AdamW 0.9/0.95, lr 1e-4, warmup 2000, batch 768)."""
+
+    batch_size: int = 768                  # global batch (examples in the persistent carry)
+    lr: float = 1e-4
+    warmup_steps: int = 2000               # linear warmup, then constant (paper)
+    weight_decay: float = 1.0              # Sudoku/Maze 1.0, ARC 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    puzzle_emb_lr: float = 1e-2            # sign-SGD on the puzzle-embedding table
+    puzzle_emb_weight_decay: float = 1.0
+    ema_decay: float = 0.999               # 0 disables EMA (ablation "no EMA")
+    loss: Literal["stablemax", "softmax"] = "stablemax"
+    halt_loss_weight: float = 0.5          # 0.5 * BCE(q_halt, sequence exactly correct)
+    grad_clip: float = 0.0                 # 0 = off (the paper does not clip)
+    train_steps: int = 100_000             # optimizer steps (= supervision steps of the carry)
+    max_minutes: float = 0.0               # training wall-clock budget (eval excluded), 0 = none
+    eval_every: int = 2000                 # optimizer steps between evaluations
+    eval_size: int = 1000                  # held-out puzzles per periodic evaluation
+    eval_batch_size: int = 256
+    log_every: int = 50
+    checkpoint_every: int = 0              # steps between resumable states; 0 = at each eval
+    keep_checkpoints: int = 2              # resumable states kept (the last K)
+    seed: int = 0
+    threads: int = 0                       # torch CPU threads, 0 = torch's default
+    device: str = "auto"                   # auto | cpu | cuda
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("ema_decay must lie in [0, 1)")
+        if self.train_steps < 1:
+            raise ValueError("train_steps must be >= 1")

@@ -1,0 +1,59 @@
+"""LM checkpoint directories: model.safetensors, config.json, tokenizer file, generation_config.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from trmlm.checkpoint import load_checkpoint, load_weights_into, read_json, save_checkpoint
+from trmlm.configtools import from_dict, to_dict
+from trmlm.errors import TRMError
+from trmlm.lm.config import LMConfig, lm_config_from_dict
+from trmlm.lm.generate import GenerationConfig
+from trmlm.lm.model import LanguageModel, build_model
+from trmlm.lm.tokenizer import Tokenizer, load_tokenizer
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+@dataclass
+class LoadedLM:
+    model: LanguageModel
+    tokenizer: Tokenizer
+    cfg: LMConfig
+    generation: GenerationConfig
+    meta: dict[str, Any]
+
+
+def default_generation(cfg: LMConfig) -> GenerationConfig:
+    return GenerationConfig(halt_threshold=cfg.halt.threshold, min_steps=cfg.halt.min_steps,
+                            max_steps=cfg.halt.max_steps)
+
+
+def save_lm(path: str | Path, weights: dict[str, Tensor], cfg: LMConfig, tokenizer: Tokenizer,
+            meta: dict[str, Any]) -> Path:
+    extra = {tokenizer.file_name: tokenizer.to_bytes(),
+             GENERATION_CONFIG: (json.dumps(to_dict(default_generation(cfg)), indent=2) + "\n").encode()}
+    return save_checkpoint(path, weights, to_dict(cfg), meta, extra=extra)
+
+
+def load_lm(path: str | Path) -> LoadedLM:
+    """Every problem (missing files, corrupt JSON/weights/tokenizer, mismatch) is a TRMError."""
+    ckpt = load_checkpoint(path)
+    cfg = lm_config_from_dict(ckpt.config, where="checkpoint config")
+    model = build_model(cfg)
+    load_weights_into(model, ckpt.weights, ckpt.path)
+    tokenizer = load_tokenizer(ckpt.path)
+    if tokenizer.vocab_size != cfg.net.vocab_size:
+        raise TRMError(f"tokenizer in {ckpt.path} has {tokenizer.vocab_size} tokens, the model "
+                       f"{cfg.net.vocab_size}")
+    gen_file = ckpt.path / GENERATION_CONFIG
+    generation = default_generation(cfg)
+    if gen_file.exists():
+        generation = from_dict(GenerationConfig, read_json(gen_file, "generation config"),
+                               "generation_config")
+    return LoadedLM(model.eval(), tokenizer, cfg, generation, ckpt.meta)

@@ -1,0 +1,115 @@
+"""LM config: the TRM network (nested TRMConfig), per-token halting, data/tokenizer and the train loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trmlm.config import TRMConfig, TrainConfig
+from trmlm.configtools import apply_overrides, from_dict, load_yaml, merge, to_dict
+
+Arch = Literal["trm", "transformer", "transformer-iso"]
+
+
+def _default_net() -> TRMConfig:
+    # Causal LM use of the TRM network: attention mixer, no puzzle prefix, seq_len = context.
+    return TRMConfig(vocab_size=256, seq_len=256, mixer="attention", pos_encoding="rope",
+                     puzzle_emb_len=0)
+
+
+def _default_train() -> TrainConfig:
+    # LM defaults (the puzzle-paper values of TrainConfig, e.g. batch 768 / wd 1.0, do not fit an
+    # LM); puzzle_emb_* fields are unused here. Softmax CE so that bits/char is a true likelihood.
+    return TrainConfig(batch_size=32, lr=1e-3, warmup_steps=100, weight_decay=0.1, ema_decay=0.0,
+                       loss="softmax", halt_loss_weight=0.5, grad_clip=1.0, train_steps=2000,
+                       eval_every=200, eval_size=2048, eval_batch_size=16, log_every=20)
+
+
+@dataclass
+class HaltConfig:
+    """Per-token halting (AR-TRM.md §2.3)."""
+
+    target: Literal["correct", "improvement"] = "correct"  # training label of the halt head q
+    threshold: float = 0.5        # inference: halt after a supervision step when sigmoid(q) >= this
+    min_steps: int = 1            # inference: supervision steps at least
+    max_steps: int = 0            # inference: at most; 0 = N_sup
+    improvement_scale: float = 50.0    # Ouro: continue = sigmoid(scale (max(0, CE_{s-1}-CE_s) - margin))
+    improvement_margin: float = 0.005
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("halt.threshold must lie in [0, 1]")
+        if self.min_steps < 1 or self.max_steps < 0:
+            raise ValueError("halt.min_steps must be >= 1 and halt.max_steps >= 0")
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is tokenized."""
+
+    files: list[str] = field(default_factory=list)  # local .txt/.json/.jsonl; empty = embedded corpus
+    hub_dataset: str = ""          # a Hugging Face hub id (online users only)
+    text_field: str = "text"       # column holding the text (json / hub datasets)
+    tokenizer: Literal["char", "bpe", "sentencepiece"] = "char"
+    tokenizer_path: str = ""       # an existing tokenizer file; empty = train one on the train split
+    vocab_size: int = 2000         # for bpe / sentencepiece training
+    val_fraction: float = 0.1      # held-out split = the last fraction of the text
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError("data.val_fraction must lie in (0, 1)")
+
+
+@dataclass
+class LMConfig:
+    """The per-token recursive LM (arch trm) or a baseline transformer, plus its training recipe."""
+
+    arch: Arch = "trm"
+    net: TRMConfig = field(default_factory=_default_net)   # f, n, T, N_sup; seq_len = context L
+    halt: HaltConfig = field(default_factory=HaltConfig)
+    commit_grad: bool = True       # backprop through the commit pass (its input y^(s-1) is detached)
+    iso_layers: int = 0            # transformer-iso depth; 0 = net.effective_depth = T (n+1) layers
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+    budget_clock: Literal["wall", "cpu"] = "wall"  # train.max_minutes of wall or process-CPU time
+    parallel_eval_tokens: int = 8192   # held-out tokens for the fast parallel estimate
+    sample_tokens: int = 200       # text sampled at each validation (0 = none)
+    sample_prompt: str = "ROMEO:"
+
+    def __post_init__(self) -> None:
+        if self.net.mixer != "attention" or self.net.puzzle_emb_len != 0:
+            raise ValueError("the LM needs net.mixer=attention and net.puzzle_emb_len=0")
+        if self.net.pos_encoding != "rope":
+            raise ValueError("the LM uses RoPE (net.pos_encoding=rope): positions come from the cache")
+        if self.iso_layers < 0:
+            raise ValueError("iso_layers must be >= 0")
+
+    @property
+    def context(self) -> int:
+        return self.net.seq_len
+
+    @property
+    def depth_iso(self) -> int:
+        """transformer-iso blocks: the layers one TRM supervision step applies, T (n + 1) layers."""
+        return self.iso_layers or self.net.effective_depth
+
+    @property
+    def max_steps(self) -> int:
+        return self.halt.max_steps or self.net.max_sup_steps
+
+
+def lm_config_from_dict(data: dict[str, Any], where: str = "config") -> LMConfig:
+    """Strict load; keys left out keep LMConfig's defaults (also inside nested sections)."""
+    return from_dict(LMConfig, merge(to_dict(LMConfig()), data), where)
+
+
+def load_lm_config(preset: str | None, config_files: list[str], overrides: list[str],
+                   configs_dir: Path) -> LMConfig:
+    """preset YAML (configs/<name>.yaml), then user YAML files on top, then --set overrides."""
+    data: dict[str, Any] = {}
+    if preset:
+        data = load_yaml(configs_dir / f"{preset}.yaml")
+    for name in config_files:
+        data = merge(data, load_yaml(name))
+    return lm_config_from_dict(apply_overrides(data, overrides))

@@ -1,0 +1,146 @@
+"""Cached decoding (AR-TRM.md §2.1): prefill, one decode step with per-token halting, commit; plus
+a slow full-recompute reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from trmlm.layers import KV
+from trmlm.lm.cache import KVCache
+from trmlm.lm.model import LanguageModel, TRMLanguageModel
+
+
+@dataclass
+class HaltPolicy:
+    """When a token stops refining. threshold None = halting disabled: always max_steps."""
+
+    max_steps: int
+    min_steps: int = 1
+    threshold: float | None = 0.5   # halt after a supervision step once sigmoid(q) >= threshold
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"need 1 <= min_steps ({self.min_steps}) <= max_steps ({self.max_steps})")
+
+    @classmethod
+    def fixed(cls, steps: int) -> HaltPolicy:
+        return cls(max_steps=steps, min_steps=steps, threshold=None)
+
+
+@dataclass
+class DecodeOut:
+    logits: Tensor   # (B, V) prediction of the next token
+    steps: Tensor    # (B,) supervision steps the token used (0 for the transformer baselines)
+
+
+def refine_token(model: TRMLanguageModel, x: Tensor, position: Tensor, prefix: list[KV] | None,
+                 policy: HaltPolicy) -> tuple[Tensor, Tensor]:
+    """Refine one token per sequence, x (B, 1, D), against committed `prefix`; per-sequence
+    halting (a halted sequence keeps its state while the others go on). Returns y (B, 1, D) and
+    the steps used (B,)."""
+    B = x.shape[0]
+    state = model.initial_state(B, 1)
+    active = torch.ones(B, dtype=torch.bool, device=x.device)
+    steps = torch.zeros(B, dtype=torch.long, device=x.device)
+    for s in range(1, policy.max_steps + 1):
+        new = model.refine(state, x, position, prefix, None, grad="none")
+        state = state.where(active, new)
+        steps += active.long()
+        if policy.threshold is not None and s >= policy.min_steps:
+            q = torch.sigmoid(model.halt_logit(state.y)[:, 0])  # (B,)
+            active = active & (q < policy.threshold)
+        if not bool(active.any()):
+            break
+    return state.y, steps
+
+
+@torch.no_grad()
+def decode_step(model: LanguageModel, cache: KVCache, token: Tensor, policy: HaltPolicy) -> DecodeOut:
+    """Feed one token (B,) at position cache.pos: refine (TRM), commit its (K, V), predict the next."""
+    if cache.free < 1:
+        raise ValueError("KV cache full")
+    position = cache.positions(1)
+    prefix = cache.prefix()
+    if isinstance(model, TRMLanguageModel):
+        x = model.embed_tokens(token[:, None])  # (B, 1, D)
+        y, steps = refine_token(model, x, position, prefix, policy)
+        cache.commit(model.commit_kv(y, position, prefix))
+        return DecodeOut(model.logits(y)[:, 0], steps)
+    logits, kvs = model(token[:, None], position, prefix)
+    cache.commit(kvs)
+    return DecodeOut(logits[:, 0], torch.zeros_like(token))
+
+
+@torch.no_grad()
+def prefill(model: LanguageModel, cache: KVCache, tokens: Tensor, policy: HaltPolicy,
+            mode: str = "sequential", sweeps: int = 0) -> tuple[DecodeOut, Tensor]:
+    """Feed a prompt (B, P). Returns the last token's DecodeOut and the steps of every prompt
+    token (B, P).
+
+    The transformers prefill in one causal pass (exact). The TRM prefills "sequential"ly (exact,
+    token by token) or in "parallel": `sweeps` Jacobi sweeps (parallel.py; exact once sweeps >= P)
+    and one causal commit pass over the resulting states.
+    """
+    B, P = tokens.shape
+    if cache.free < P:
+        raise ValueError(f"prompt of {P} tokens does not fit the {cache.free} free cache positions")
+    if not isinstance(model, TRMLanguageModel):
+        logits, kvs = model(tokens, cache.positions(P), cache.prefix())
+        cache.commit(kvs)
+        return DecodeOut(logits[:, -1], torch.zeros_like(tokens[:, 0])), torch.zeros_like(tokens)
+    if mode == "parallel":
+        from trmlm.lm.parallel import jacobi_states  # parallel.py imports this module
+
+        if cache.pos != 0:
+            raise ValueError("parallel prefill needs an empty cache")
+        y, steps = jacobi_states(model, tokens, sweeps or P, policy)
+        cache.commit(model.commit_kv(y, cache.positions(P)))
+        return DecodeOut(model.logits(y[:, -1]), steps[:, -1]), steps
+    if mode != "sequential":
+        raise ValueError(f"unknown prefill mode {mode!r}")
+    all_steps = []
+    for i in range(P):
+        out = decode_step(model, cache, tokens[:, i], policy)
+        all_steps.append(out.steps)
+    return out, torch.stack(all_steps, dim=1)
+
+
+@torch.no_grad()
+def sequential_logits(model: LanguageModel, tokens: Tensor, policy: HaltPolicy
+                      ) -> tuple[Tensor, Tensor]:
+    """Token-by-token real-cache evaluation of tokens (B, L): logits (B, L, V), steps (B, L)."""
+    B, L = tokens.shape
+    cache = KVCache.for_model(model, B, L)
+    logits, steps = [], []
+    for i in range(L):
+        out = decode_step(model, cache, tokens[:, i], policy)
+        logits.append(out.logits)
+        steps.append(out.steps)
+    return torch.stack(logits, 1), torch.stack(steps, 1)
+
+
+@torch.no_grad()
+def reference_logits(model: LanguageModel, tokens: Tensor, policy: HaltPolicy
+                     ) -> tuple[Tensor, Tensor]:
+    """Slow reference without a cache: for every token the committed (K, V) of all earlier
+    tokens are recomputed from scratch (a fresh causal pass over their final states) and the
+    transformers recompute the whole prefix. Logits (B, L, V), steps (B, L)."""
+    B, L = tokens.shape
+    if not isinstance(model, TRMLanguageModel):
+        logits = [model(tokens[:, :i + 1])[0][:, -1] for i in range(L)]
+        return torch.stack(logits, 1), torch.zeros_like(tokens)
+    x = model.embed_tokens(tokens)  # (B, L, D)
+    ys, logits, steps = [], [], []
+    for i in range(L):
+        prefix = None
+        if i > 0:
+            prefix = model.commit_kv(torch.cat(ys, dim=1), torch.arange(i, device=tokens.device))
+        y, s = refine_token(model, x[:, i:i + 1], torch.tensor([i], device=tokens.device), prefix,
+                            policy)
+        ys.append(y)
+        logits.append(model.logits(y)[:, 0])
+        steps.append(s)
+    return torch.stack(logits, 1), torch.stack(steps, 1)

@@ -1,0 +1,145 @@
+"""Streaming generation: prompt -> prefill -> decode steps with per-token halting -> text pieces."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from trmlm.errors import TRMError
+from trmlm.lm.cache import KVCache
+from trmlm.lm.decode import HaltPolicy, decode_step, prefill
+from trmlm.lm.model import LanguageModel
+from trmlm.lm.sampling import apply_repetition_penalty, sample
+from trmlm.lm.tokenizer import Tokenizer
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding options (saved as generation_config.json in a checkpoint)."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8       # 0 = greedy (argmax)
+    top_k: int = 0                 # 0 = off
+    top_p: float = 1.0             # 1 = off
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)  # generation ends before the first stop string
+    seed: int = 0
+    num_samples: int = 1
+    halt_threshold: float = 0.5    # per-token halting: stop refining once sigmoid(q) >= this
+    min_steps: int = 1
+    max_steps: int = 0             # 0 = N_sup
+    no_halting: bool = False       # always max_steps (fixed unroll)
+
+    def validate(self, n_sup: int) -> HaltPolicy:
+        checks = [(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
+                  (self.temperature >= 0, "--temperature must be >= 0"),
+                  (self.top_k >= 0, "--top-k must be >= 0"),
+                  (0 < self.top_p <= 1, "--top-p must lie in (0, 1]"),
+                  (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
+                  (self.num_samples >= 1, "--num-samples must be >= 1"),
+                  (0 <= self.halt_threshold <= 1, "--halt-threshold must lie in [0, 1]"),
+                  (all(self.stop), "stop strings must not be empty")]
+        for ok, message in checks:
+            if not ok:
+                raise TRMError(message)
+        max_steps = self.max_steps or n_sup
+        if not 1 <= self.min_steps <= max_steps:
+            raise TRMError(f"need 1 <= --min-steps ({self.min_steps}) <= --max-steps ({max_steps})")
+        if max_steps > n_sup:
+            raise TRMError(f"--max-steps {max_steps} exceeds the model's N_sup = {n_sup}")
+        if self.no_halting:
+            return HaltPolicy.fixed(max_steps)
+        return HaltPolicy(max_steps=max_steps, min_steps=self.min_steps, threshold=self.halt_threshold)
+
+
+@dataclass
+class Piece:
+    """Newly printable text of one sample, with the recursion steps of the token behind each char."""
+
+    sample: int
+    text: str
+    steps: list[int]
+
+
+@dataclass
+class SampleDone:
+    sample: int
+    text: str            # the whole continuation (stop string excluded)
+    tokens: int          # tokens generated
+    token_steps: list[int]
+    seconds: float
+    reason: str          # "length" | "stop"
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """Characters at the end of `text` that could be the start of a stop string."""
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return hold
+
+
+@torch.no_grad()
+def generate(model: LanguageModel, tokenizer: Tokenizer, prompt: str, gcfg: GenerationConfig
+             ) -> Iterator[Piece | SampleDone]:
+    """Yield text pieces as they become final (stop strings are cut, never printed), then a
+    SampleDone per sample. Past the context the window slides: the cache is rebuilt from the
+    last context/2 tokens (each token still sees at most `context` tokens)."""
+    if not prompt:
+        raise TRMError("empty prompt: give at least one character with --prompt")
+    policy = gcfg.validate(model.cfg.net.max_sup_steps)
+    ids = tokenizer.encode(prompt)
+    context = model.cfg.context
+    if len(ids) >= context:
+        raise TRMError(f"prompt of {len(ids)} tokens does not fit the model's context of "
+                       f"{context} tokens (at most {context - 1})")
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(gcfg.seed)
+    prompt_ids = torch.tensor([ids], device=device)
+    for j in range(gcfg.num_samples):
+        t0 = time.perf_counter()
+        cache = KVCache.for_model(model, 1)
+        out, _ = prefill(model, cache, prompt_ids, policy)
+        history = prompt_ids
+        new_ids: list[int] = []
+        token_steps: list[int] = []
+        char_steps: list[int] = []
+        text, emitted, reason = "", 0, "length"
+        while True:
+            logits = apply_repetition_penalty(out.logits, history, gcfg.repetition_penalty)
+            token = sample(logits, gcfg.temperature, gcfg.top_k, gcfg.top_p, generator)  # (1,)
+            new_ids.append(int(token))
+            history = torch.cat([history, token[:, None]], dim=1)
+            full = tokenizer.decode(new_ids)
+            full_ok = not full.endswith("\ufffd")  # an incomplete UTF-8 sequence (byte BPE)
+            # The steps of a generated token = the supervision steps spent predicting it (the
+            # refinement of the position that was fed before it).
+            steps_now = int(out.steps[0])
+            if full_ok and len(full) > len(text):
+                char_steps.extend([steps_now] * (len(full) - len(text)))
+                text = full
+            token_steps.append(steps_now)
+            cut = min((i for i in (text.find(s) for s in gcfg.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+            safe = len(text) if reason == "stop" else len(text) - _held_back(text, gcfg.stop)
+            if safe > emitted:
+                yield Piece(j, text[emitted:safe], char_steps[emitted:safe])
+                emitted = safe
+            if reason == "stop" or len(new_ids) >= gcfg.max_new_tokens:
+                break
+            if cache.free < 1:
+                # Context full: slide the window, re-prefilling the last half of the context.
+                cache = KVCache.for_model(model, 1)
+                out, _ = prefill(model, cache, history[:, -(context // 2):], policy)
+            else:
+                out = decode_step(model, cache, token, policy)
+        if reason != "stop" and emitted < len(text):
+            yield Piece(j, text[emitted:], char_steps[emitted:len(text)])
+        yield SampleDone(j, text, len(new_ids), token_steps, time.perf_counter() - t0, reason)

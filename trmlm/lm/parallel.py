@@ -1,0 +1,84 @@
+"""Parallel-over-positions TRM passes (AR-TRM.md §2.2): the training supervision step against the
+committed cache of the previous step, and the Jacobi-sweep evaluator that converges to §2.1."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from trmlm.core import GradMode, RecursionState
+from trmlm.layers import KV
+from trmlm.lm.decode import HaltPolicy
+from trmlm.lm.model import TRMLanguageModel, strictly_lower
+
+
+def commit_pass(model: TRMLanguageModel, y: Tensor, grad: bool) -> list[KV]:
+    """Committed cache of a whole sequence: one causal call of f over states y (B, L, D)."""
+    positions = torch.arange(y.shape[1], device=y.device)
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        return model.commit_kv(y, positions)
+
+
+def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
+                      commit_grad: bool = True, grad: GradMode = "last_cycle") -> RecursionState:
+    """Training supervision step s: commit pass over the detached y^(s-1) -> cache C^(s-1), then
+    one supervision step of every position reading C^(s-1) strictly to its left plus its own live
+    K/V. Within the step the prefix is fixed, exactly as during generation."""
+    L = x.shape[1]
+    kvs = commit_pass(model, state.y.detach(), grad=commit_grad and grad != "none")
+    positions = torch.arange(L, device=x.device)
+    return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
+
+
+@torch.no_grad()
+def training_style_losses(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, steps: int,
+                          loss_fn) -> list[Tensor]:
+    """The fast parallel estimate: `steps` supervision sweeps as in training (cache re-committed
+    after every step); per-token losses (B, L) after each step."""
+    x = model.embed_tokens(tokens)
+    state = model.initial_state(*tokens.shape)
+    out = []
+    for _ in range(steps):
+        state = supervision_sweep(model, state, x, grad="none")
+        out.append(loss_fn(model.logits(state.y), targets))
+    return out
+
+
+@torch.no_grad()
+def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: HaltPolicy
+                  ) -> tuple[Tensor, Tensor]:
+    """Jacobi evaluator: one sweep = the whole per-token refinement (up to max_steps supervision
+    steps, per-position halting) of all positions in parallel, every call reading the cache
+    committed from the previous sweep's final states. After m sweeps positions < m equal the
+    sequential decode, so sweeps = L reproduces it. Returns y (B, L, D) and steps (B, L)."""
+    B, L = tokens.shape
+    x = model.embed_tokens(tokens)  # (B, L, D)
+    positions = torch.arange(L, device=tokens.device)
+    mask = strictly_lower(L, tokens.device)
+    final = model.initial_state(B, L).y
+    steps = torch.zeros(B, L, dtype=torch.long, device=tokens.device)
+    for _ in range(sweeps):
+        kvs = model.commit_kv(final, positions)
+        state = model.initial_state(B, L)
+        active = torch.ones(B, L, dtype=torch.bool, device=tokens.device)
+        steps = torch.zeros_like(steps)
+        for s in range(1, policy.max_steps + 1):
+            new = model.refine(state, x, positions, kvs, mask, grad="none")
+            keep = active[..., None]  # (B, L, 1)
+            state = RecursionState(torch.where(keep, new.y, state.y), torch.where(keep, new.z, state.z))
+            steps += active.long()
+            if policy.threshold is not None and s >= policy.min_steps:
+                active = active & (torch.sigmoid(model.halt_logit(state.y)) < policy.threshold)
+            if not bool(active.any()):
+                break
+        final = state.y
+    return final, steps
+
+
+@torch.no_grad()
+def jacobi_logits(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: HaltPolicy
+                  ) -> tuple[Tensor, Tensor]:
+    y, steps = jacobi_states(model, tokens, sweeps, policy)
+    return model.logits(y), steps
