@@ -80,7 +80,7 @@ def main() -> None:
         table.add_row(r["preset"], f"{r['params'] / 1e6:.2f}M", str(r["batch"]), f"{r['step_seconds']:.2f}",
                       f"{r['examples_x_steps_per_s']:.1f}", f"{r['gflop_per_step']:.0f}",
                       f"{r['achieved_gflops']:.1f}", f"{100 * r['mfu_vs_matmul_peak']:.0f}%")
-    Console().print(table)
+    Console(width=140).print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "train_throughput", "threads": args.threads, "matmul_peak_gflops": round(peak, 1),
               "device": "cpu", "cpu": platform.processor() or platform.machine(),

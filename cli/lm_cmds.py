@@ -116,7 +116,8 @@ def train_lm_cmd(
               f"T={n.n_cycles} N_sup={n.max_sup_steps} context={n.seq_len} out={out_path}", soft_wrap=True)
     logger = PathJsonlLogger(out_path / "metrics.jsonl")
     trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter())
-    err.print(f"done: {trainer.step} optimizer steps, {trainer.train_seconds / 60:.1f} min training, "
+    err.print(f"done: {trainer.step} optimizer steps, {trainer.train_seconds / 60:.1f} min training "
+              f"({trainer.train_cpu_seconds / 60:.1f} CPU min), "
               f"{trainer.model.num_parameters():,} parameters; held-out bits/char: sequential "
               f"{metrics.get('bpc_sequential', float('nan')):.3f}, parallel estimate "
               f"{metrics['bpc_parallel']:.3f}; checkpoint {out_path}", soft_wrap=True)
@@ -150,6 +151,7 @@ def generate_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at most (default N_sup)."),
     no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll: every token gets max steps."),
     show_steps: bool = typer.Option(False, "--show-steps", help="Colour each token by the recursion steps it used."),
+    cache: str = typer.Option("commit-last", "--cache", help="commit-last (one K/V per token and layer) | per-step (one per supervision step: the exact form of training)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, no streaming."),
     device: str = typer.Option("cpu", help="auto | cpu | cuda."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
@@ -162,13 +164,16 @@ def generate_cmd(
     from trmlm.lm.generate import Piece, generate
     from trmlm.runtime import resolve_runtime
 
+    if cache not in ("commit-last", "per-step"):
+        raise TRMError(f"--cache must be commit-last or per-step, got {cache!r}")
     rt = resolve_runtime(device, "float32", threads)
     lm = load_lm(checkpoint)
     given = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                  repetition_penalty=repetition_penalty, seed=seed, num_samples=num_samples,
                  halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps)
     gcfg = dataclasses.replace(lm.generation, **{k: v for k, v in given.items() if v is not None},
-                               stop=list(stop) or lm.generation.stop, no_halting=no_halting)
+                               stop=list(stop) or lm.generation.stop, no_halting=no_halting,
+                               cache=cache)
     model = lm.model.to(rt.device)
     n_sup = lm.cfg.net.max_sup_steps if lm.cfg.arch == "trm" else 0
     colour = show_steps and out.is_terminal and not as_json
@@ -235,6 +240,7 @@ def eval_lm_cmd(
     min_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at least."),
     max_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at most."),
     no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll at max steps."),
+    per_step_cache: bool = typer.Option(False, "--per-step-cache", help="Also evaluate the step-synchronous decoder (one cache level per supervision step)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
 ) -> None:
@@ -255,7 +261,7 @@ def eval_lm_cmd(
         no_halting=no_halting)
     policy = g.validate(lm.cfg.net.max_sup_steps)
     _, split = prepare_data(cfg, lm.tokenizer)
-    metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy)
+    metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy, per_step_cache)
     metrics.update(arch=cfg.arch, parameters=lm.model.num_parameters(), checkpoint=str(checkpoint),
                    train_seconds=lm.meta.get("train_seconds"), step=lm.meta.get("step"))
     if as_json:

@@ -120,9 +120,9 @@ def _show_held_out(mod, model, held_out: dict, device: str, look: int = 64) -> N
     """Solve the first held-out puzzles; show the first one, and the first solved if it is not."""
     rt = resolve_runtime(device)
     model.to(rt.device)
-    inputs = torch.as_tensor(held_out["inputs"][:look], device=rt.device)
+    inputs = torch.as_tensor(held_out["inputs"][:look], dtype=torch.long, device=rt.device)
     labels = held_out["labels"][:look]
-    ids = torch.as_tensor(held_out["puzzle_ids"][:look], device=rt.device)
+    ids = torch.as_tensor(held_out["puzzle_ids"][:look], dtype=torch.long, device=rt.device)
     preds = trace_supervision(model, inputs, ids, runtime=rt).predictions[-1]
     solved = _solved(mod, held_out["inputs"][:look], preds, labels)
     out.print(f"\nHeld-out puzzle #0 ({'solved' if solved[0] else 'NOT solved'}):")
@@ -166,7 +166,7 @@ def solve_cmd(
         raise TRMError(f"the puzzle has {len(tokens)} cells but the model was trained on {model.cfg.seq_len}")
     if steps is not None and steps < 1:
         raise TRMError("--steps must be >= 1")
-    rt = resolve_runtime("cpu" if run.train.device == "auto" and not torch.cuda.is_available() else run.train.device)
+    rt = resolve_runtime("auto")  # wherever it was trained, solve on what this machine has
     model.to(rt.device)
     t0 = time.perf_counter()
     inputs = torch.as_tensor(tokens[None], device=rt.device)
@@ -224,7 +224,7 @@ def eval_puzzle_cmd(
     if source is not None and not hasattr(run.data, "source"):
         raise TRMError(f"--source does not apply to {task}; use a config with data.eval_sets")
     data_cfg = run.data if source is None else type(run.data)(**{**to_dict(run.data), "source": source})
-    rt = resolve_runtime(run.train.device)
+    rt = resolve_runtime("auto")
     model.to(rt.device)
     if hasattr(mod, "evaluate_model"):  # ARC: its own voting protocol over augmentations
         metrics = mod.evaluate_model(model, data_cfg, rt, run.train.eval_batch_size, limit, submission)

@@ -23,8 +23,8 @@ def save_predictions_png(path: str | Path, model, held_out: dict, runtime, mod, 
     n = min(n, len(held_out["inputs"]))
     inputs = held_out["inputs"][:n]
     labels = held_out["labels"][:n]
-    t = torch.as_tensor(inputs, device=runtime.device)
-    ids = torch.as_tensor(held_out["puzzle_ids"][:n], device=runtime.device)
+    t = torch.as_tensor(inputs, dtype=torch.long, device=runtime.device)
+    ids = torch.as_tensor(held_out["puzzle_ids"][:n], dtype=torch.long, device=runtime.device)
     preds = trace_supervision(model, t, ids, runtime=runtime).predictions[-1]
     if hasattr(mod, "score"):
         solved = mod.score(inputs, preds, labels)

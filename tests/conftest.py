@@ -14,3 +14,15 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data directory not found: {path}")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is available (they are real tests of the GPU path)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -44,6 +44,15 @@ def test_generate_streams_text_and_stats(ckpt):
     assert "tokens/s" in res.stderr and "mean steps/token" in res.stderr
 
 
+def test_generate_with_per_step_cache(ckpt):
+    res = runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--prompt", "ROMEO:",
+                              "--max-new-tokens", "8", "--cache", "per-step", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["samples"][0]["tokens"] == 8
+    one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--prompt", "A",
+                                       "--cache", "huge"]), "--cache")
+
+
 def test_generate_json_is_reproducible(ckpt):
     args = ["generate", "--checkpoint", str(ckpt), "--prompt", "ROMEO:", "--max-new-tokens", "10",
             "--json", "--seed", "7", "--temperature", "1.0", "--num-samples", "2"]
@@ -72,6 +81,8 @@ def test_baselines_train_and_generate(arch, tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["generate", "--checkpoint", str(out), "--prompt", "A", "--max-new-tokens", "5"])
     assert res.exit_code == 0, res.output
+    one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(out), "--prompt", "A",
+                                       "--cache", "per-step"]), "needs a TRM")
 
 
 def one_line_error(res, fragment: str) -> None:

@@ -12,7 +12,8 @@ from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
 from trmlm.lm.decode import HaltPolicy, prefill, reference_logits, sequential_logits
 from trmlm.lm.model import TRMLanguageModel, build_model
-from trmlm.lm.parallel import jacobi_logits, supervision_sweep
+from trmlm.lm.parallel import final_sweep_states, jacobi_logits, supervision_sweep
+from trmlm.lm.stepsync import StepCaches, sequential_logits_sync
 
 torch.set_num_threads(1)
 
@@ -99,7 +100,8 @@ def test_parallel_prefill_then_decode_matches_sequential():
     assert cache.pos == 6
 
 
-def test_training_sweep_uses_strict_prefix():
+@pytest.mark.parametrize("train_cache", ["previous_step", "final_sweep"])
+def test_training_sweep_uses_strict_prefix(train_cache):
     """A training supervision step: position i's output must not depend on tokens > i."""
     model = make()
     t = tokens(B=1, L=8)
@@ -108,9 +110,10 @@ def test_training_sweep_uses_strict_prefix():
     outs = []
     for tt in (t, t2):
         x = model.embed_tokens(tt)
+        committed = final_sweep_states(model, x, 3) if train_cache == "final_sweep" else None
         state = model.initial_state(1, 8)
         for _ in range(2):
-            state = supervision_sweep(model, state, x, grad="none")
+            state = supervision_sweep(model, state, x, grad="none", committed_y=committed)
         outs.append(state.y)
     torch.testing.assert_close(outs[0][:, :5], outs[1][:, :5], atol=1e-10, rtol=1e-10)
     assert (outs[0][:, 5:] - outs[1][:, 5:]).abs().max() > 1e-3
@@ -160,3 +163,18 @@ def test_cache_position_and_overflow():
     assert cache.pos == 3 and cache.free == 0
     with pytest.raises(ValueError):
         prefill(model, cache, tokens(B=1, L=1), policy)
+
+
+def test_step_synchronous_decode_equals_the_training_pass():
+    """The parallel estimate is the exact likelihood of the per-step-cache sequential decoder."""
+    model = make()
+    t = tokens(L=8)
+    with torch.no_grad():
+        x = model.embed_tokens(t)
+        state = model.initial_state(2, 8)
+        for _ in range(3):
+            state = supervision_sweep(model, state, x, grad="none")
+        parallel = model.logits(state.y)
+    seq, steps = sequential_logits_sync(model, t, HaltPolicy.fixed(3))
+    torch.testing.assert_close(seq, parallel, atol=1e-10, rtol=1e-10)
+    assert StepCaches(model, 1).bytes_per_token() == 3 * KVCache.for_model(model, 1).bytes_per_token()

@@ -39,3 +39,26 @@ def test_build_data_generated(monkeypatch, tmp_path):
     b = data.get_train(np.arange(16))
     assert b["inputs"].shape == (16, 36) and score(b["inputs"], b["labels"], b["labels"]).all()
     assert data.eval["inputs"].shape == (4, 36)
+
+
+def test_training_evaluation_uses_the_task_score(monkeypatch, tmp_path):
+    """The trainer's periodic evaluation must call PuzzleData.score (maze: valid and shortest)."""
+    import dataclasses
+
+    from trmlm.config import TRMConfig, TrainConfig
+    from trmlm.puzzle_train import train_puzzle
+    monkeypatch.setenv("TRM_CACHE_DIR", str(tmp_path))
+    data = build_data(MazeDataConfig(size=6, min_path=6, n_train=4, n_test=4, n_aug=1))
+    calls = []
+
+    def always(inputs, predictions, labels):
+        calls.append(len(inputs))
+        return np.ones(len(inputs), dtype=bool)
+
+    data = dataclasses.replace(data, score=always)
+    model = TRMConfig(vocab_size=6, seq_len=36, d_model=16, n_heads=2, n_latent=1, n_cycles=1,
+                      max_sup_steps=2, puzzle_emb_len=0)
+    train = TrainConfig(batch_size=4, train_steps=1, eval_every=1, eval_size=4, ema_decay=0.0,
+                        device="cpu")
+    result = train_puzzle(model, train, data, out_dir=None, run_config={}, progress=False)
+    assert calls and result.final["exact_acc"] == 1.0

@@ -186,10 +186,11 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
 
     def run_eval(step: int) -> dict[str, Any]:
         t_eval = time.time()
+        trained_for = train_seconds()
         evaluated = eval_model()
         metrics = evaluate(evaluated, data.eval, rt, train_cfg.eval_batch_size,
-                           limit=train_cfg.eval_size)
-        row = {"step": step, "train_s": round(train_seconds(), 1), "time_s": round(time.time() - t0, 1),
+                           limit=train_cfg.eval_size, is_correct=data.score)
+        row = {"step": step, "train_s": round(trained_for, 1), "time_s": round(time.time() - t0, 1),
                **metrics}
         eval_seconds[0] += time.time() - t_eval
         result.history.append(row)

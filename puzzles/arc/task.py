@@ -120,8 +120,8 @@ def eval_rows(sets: ArcSets, max_tasks: int | None = None):
             for a, aug in enumerate(aug_list):
                 keys.append((t.id, j))
                 augs.append(aug)
-                inputs.append(encode(aug.apply(inp)).astype(np.int64))
-                labels.append(_labels(aug.apply(out)))
+                inputs.append(encode(aug.apply(inp)).astype(np.int16))  # int16: paper scale
+                labels.append(_labels(aug.apply(out)).astype(np.int16))  # has ~400k rows
                 ids.append(first + a if first else 0)
     if not inputs:
         raise TRMError("the eval sets hold no test pair with a known output")

@@ -8,10 +8,9 @@ import numpy as np
 
 from puzzles.maze.augment import augment_tokens
 from puzzles.maze.data import generate_mazes_cached, load_maze_csv
-from puzzles.maze.grid import (VOCAB_SIZE, format_maze, parse_maze, shortest_path, side,
-                               tokens_to_text, valid_shortest)
+from puzzles.maze.grid import (VOCAB_SIZE, format_maze, parse_maze, shortest_path, tokens_to_text,
+                               valid_shortest)
 from trmlm.data import PuzzleData
-from trmlm.errors import TRMError
 
 NAME = "maze"
 
@@ -99,12 +98,6 @@ def render(inputs: np.ndarray, prediction: np.ndarray, target: np.ndarray | None
 
 def to_text(tokens: np.ndarray) -> str:
     return tokens_to_text(tokens)
-
-
-def check_model_seq(tokens: np.ndarray, seq: int) -> None:
-    if len(tokens) != seq:
-        raise TRMError(f"maze is {side(len(tokens))}x{side(len(tokens))} but the model was trained "
-                       f"on {side(seq)}x{side(seq)}")
 
 
 VOCAB = VOCAB_SIZE

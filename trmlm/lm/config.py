@@ -69,6 +69,12 @@ class LMConfig:
     net: TRMConfig = field(default_factory=_default_net)   # f, n, T, N_sup; seq_len = context L
     halt: HaltConfig = field(default_factory=HaltConfig)
     commit_grad: bool = True       # backprop through the commit pass (its input y^(s-1) is detached)
+    # Training cache: "previous_step" = AR-TRM.md §2.2 (step s reads the commit of y^(s-1));
+    # "final_sweep" = a first no-grad pass of N_sup previous-step sweeps gives approximately
+    # final states, and every step reads their commit, as every inference step reads the final
+    # committed prefix (costs one extra forward pass per batch; see docs/language-model.md).
+    # "mixed": each batch one or the other with probability 1/2 (keeps both dynamics trained).
+    train_cache: Literal["previous_step", "final_sweep", "mixed"] = "previous_step"
     iso_layers: int = 0            # transformer-iso depth; 0 = net.effective_depth = T (n+1) layers
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=_default_train)

@@ -14,6 +14,7 @@ from trmlm.lm.data import TokenData, eval_windows
 from trmlm.lm.decode import HaltPolicy, sequential_logits
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.parallel import training_style_losses
+from trmlm.lm.stepsync import sequential_logits_sync
 from trmlm.losses import token_cross_entropy
 
 LN2 = math.log(2.0)
@@ -45,16 +46,17 @@ def parallel_estimate(model: LanguageModel, windows: Tensor, batch: int) -> dict
 
 
 @torch.no_grad()
-def sequential_eval(model: LanguageModel, windows: Tensor, batch: int, policy: HaltPolicy
-                    ) -> dict[str, float]:
-    """Token-by-token decoding with the real KV cache and per-token halting (AR-TRM.md §2.1),
-    teacher-forced on windows (W, L + 1): NLL and steps per token."""
+def sequential_eval(model: LanguageModel, windows: Tensor, batch: int, policy: HaltPolicy,
+                    per_step_cache: bool = False) -> dict[str, float]:
+    """Token-by-token decoding with the real KV cache and per-token halting (AR-TRM.md §2.1;
+    or the per-step caches of stepsync.py), teacher-forced on windows (W, L + 1): NLL, steps."""
+    decode = sequential_logits_sync if per_step_cache else sequential_logits
     device = next(model.parameters()).device
     nll_sum, count, steps = 0.0, 0, []
     t0 = time.perf_counter()
     for i in range(0, windows.shape[0], batch):
         w = windows[i:i + batch].to(device)
-        logits, s = sequential_logits(model, w[:, :-1], policy)
+        logits, s = decode(model, w[:, :-1], policy)
         nll_sum += float(_ce(logits, w[:, 1:]).sum())
         count += w[:, 1:].numel()
         steps.append(s.flatten().float())
@@ -69,8 +71,8 @@ def bits_per_char(nll_nats_per_token: float, chars_per_token: float) -> float:
 
 
 def evaluate_lm(model: LanguageModel, cfg: LMConfig, data: TokenData, parallel_tokens: int,
-                sequential_tokens: int, batch: int, policy: HaltPolicy | None = None
-                ) -> dict[str, Any]:
+                sequential_tokens: int, batch: int, policy: HaltPolicy | None = None,
+                per_step_cache: bool = False) -> dict[str, Any]:
     """Held-out bits/char: the parallel estimate on `parallel_tokens`, and on the first
     `sequential_tokens` (if > 0) the sequential real-cache figure with halting (`policy`,
     default: the config's), at full depth (TRM), and the parallel estimate on the same windows
@@ -95,4 +97,8 @@ def evaluate_lm(model: LanguageModel, cfg: LMConfig, data: TokenData, parallel_t
     if isinstance(model, TRMLanguageModel):
         full = sequential_eval(model, windows, batch, HaltPolicy.fixed(cfg.net.max_sup_steps))
         out["bpc_sequential_full_depth"] = bits_per_char(full["nll_sequential"], cpt)
+        if per_step_cache:  # the per-step-cache decoder, with the same halting policy
+            sync = sequential_eval(model, windows, batch, policy, per_step_cache=True)
+            out.update(bpc_sequential_per_step_cache=bits_per_char(sync["nll_sequential"], cpt),
+                       steps_mean_per_step_cache=sync["steps_mean"])
     return out

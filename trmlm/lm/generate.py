@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Literal
 
 import torch
 
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
 from trmlm.lm.decode import HaltPolicy, decode_step, prefill
-from trmlm.lm.model import LanguageModel
+from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.sampling import apply_repetition_penalty, sample
+from trmlm.lm.stepsync import StepCaches, decode_step_sync
 from trmlm.lm.tokenizer import Tokenizer
 
 
@@ -32,6 +33,7 @@ class GenerationConfig:
     min_steps: int = 1
     max_steps: int = 0             # 0 = N_sup
     no_halting: bool = False       # always max_steps (fixed unroll)
+    cache: Literal["commit-last", "per-step"] = "commit-last"  # per-step: stepsync.py (N_sup x memory)
 
     def validate(self, n_sup: int) -> HaltPolicy:
         checks = [(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
@@ -74,6 +76,17 @@ class SampleDone:
     reason: str          # "length" | "stop"
 
 
+def _start(model: LanguageModel, per_step: bool, ids: torch.Tensor, policy: HaltPolicy):
+    """A fresh cache with the tokens ids (1, P) fed; returns (cache, DecodeOut of the last)."""
+    if not per_step:
+        cache = KVCache.for_model(model, 1)
+        return cache, prefill(model, cache, ids, policy)[0]
+    cache = StepCaches(model, 1)
+    for i in range(ids.shape[1]):
+        out = decode_step_sync(model, cache, ids[:, i], policy)
+    return cache, out
+
+
 def _held_back(text: str, stops: list[str]) -> int:
     """Characters at the end of `text` that could be the start of a stop string."""
     hold = 0
@@ -99,13 +112,16 @@ def generate(model: LanguageModel, tokenizer: Tokenizer, prompt: str, gcfg: Gene
     if len(ids) >= context:
         raise TRMError(f"prompt of {len(ids)} tokens does not fit the model's context of "
                        f"{context} tokens (at most {context - 1})")
+    per_step = gcfg.cache == "per-step"
+    if per_step and not isinstance(model, TRMLanguageModel):
+        raise TRMError("--cache per-step needs a TRM checkpoint (the baselines have no recursion)")
+    step_fn = decode_step_sync if per_step else decode_step
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(gcfg.seed)
     prompt_ids = torch.tensor([ids], device=device)
     for j in range(gcfg.num_samples):
         t0 = time.perf_counter()
-        cache = KVCache.for_model(model, 1)
-        out, _ = prefill(model, cache, prompt_ids, policy)
+        cache, out = _start(model, per_step, prompt_ids, policy)
         history = prompt_ids
         new_ids: list[int] = []
         token_steps: list[int] = []
@@ -136,10 +152,9 @@ def generate(model: LanguageModel, tokenizer: Tokenizer, prompt: str, gcfg: Gene
                 break
             if cache.free < 1:
                 # Context full: slide the window, re-prefilling the last half of the context.
-                cache = KVCache.for_model(model, 1)
-                out, _ = prefill(model, cache, history[:, -(context // 2):], policy)
+                cache, out = _start(model, per_step, history[:, -(context // 2):], policy)
             else:
-                out = decode_step(model, cache, token, policy)
+                out = step_fn(model, cache, token, policy)
         if reason != "stop" and emitted < len(text):
             yield Piece(j, text[emitted:], char_steps[emitted:len(text)])
         yield SampleDone(j, text, len(new_ids), token_steps, time.perf_counter() - t0, reason)

@@ -22,26 +22,43 @@ def commit_pass(model: TRMLanguageModel, y: Tensor, grad: bool) -> list[KV]:
 
 
 def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
-                      commit_grad: bool = True, grad: GradMode = "last_cycle") -> RecursionState:
+                      commit_grad: bool = True, grad: GradMode = "last_cycle",
+                      committed_y: Tensor | None = None) -> RecursionState:
     """Training supervision step s: commit pass over the detached y^(s-1) -> cache C^(s-1), then
     one supervision step of every position reading C^(s-1) strictly to its left plus its own live
-    K/V. Within the step the prefix is fixed, exactly as during generation."""
+    K/V. Within the step the prefix is fixed, exactly as during generation. `committed_y`
+    replaces y^(s-1) as the states to commit (the "final_sweep" training cache)."""
     L = x.shape[1]
-    kvs = commit_pass(model, state.y.detach(), grad=commit_grad and grad != "none")
+    source = state.y if committed_y is None else committed_y
+    kvs = commit_pass(model, source.detach(), grad=commit_grad and grad != "none")
     positions = torch.arange(L, device=x.device)
     return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
 
 
 @torch.no_grad()
+def final_sweep_states(model: TRMLanguageModel, x: Tensor, steps: int) -> Tensor:
+    """y after `steps` previous-step supervision sweeps (no grad): the approximately final states
+    whose commit is the whole-refinement cache of the "final_sweep" training scheme."""
+    state = model.initial_state(x.shape[0], x.shape[1])
+    for _ in range(steps):
+        state = supervision_sweep(model, state, x, grad="none")
+    return state.y
+
+
+@torch.no_grad()
 def training_style_losses(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, steps: int,
                           loss_fn) -> list[Tensor]:
-    """The fast parallel estimate: `steps` supervision sweeps as in training (cache re-committed
-    after every step); per-token losses (B, L) after each step."""
+    """The fast parallel estimate: `steps` supervision sweeps computed as in training (cache of
+    the previous step, or with train_cache=final_sweep the cache of a first no-grad pass);
+    per-token losses (B, L) after each step."""
     x = model.embed_tokens(tokens)
+    committed = None
+    if model.cfg.train_cache in ("final_sweep", "mixed"):  # mixed: report its final-cache half
+        committed = final_sweep_states(model, x, steps)
     state = model.initial_state(*tokens.shape)
     out = []
     for _ in range(steps):
-        state = supervision_sweep(model, state, x, grad="none")
+        state = supervision_sweep(model, state, x, grad="none", committed_y=committed)
         out.append(loss_fn(model.logits(state.y), targets))
     return out
 

@@ -20,7 +20,7 @@ from trmlm.lm.data import TokenData, load_text, random_windows, split_text
 from trmlm.lm.evaluate import evaluate_lm
 from trmlm.lm.generate import GenerationConfig, SampleDone, generate
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
-from trmlm.lm.parallel import supervision_sweep
+from trmlm.lm.parallel import final_sweep_states, supervision_sweep
 from trmlm.lm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from trmlm.logging import Logger
 from trmlm.losses import token_cross_entropy
@@ -133,12 +133,17 @@ class Trainer:
             return [{"loss": float(ce.detach().mean())}]
         state = model.initial_state(*inp.shape)
         prev: tuple[Tensor, Tensor] | None = None
+        committed = None  # "previous_step": each step commits y^(s-1) (AR-TRM.md §2.2)
+        final = cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)
+        if final:
+            committed = final_sweep_states(model, model.embed_tokens(inp), cfg.net.max_sup_steps)
         for s in range(cfg.net.max_sup_steps):
             if s > 0 and not self._budget_left():
                 break
             with self.runtime.autocast():
                 x = model.embed_tokens(inp)
-                new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad)
+                new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
+                                        committed_y=committed)
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L)
                 q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, prev)

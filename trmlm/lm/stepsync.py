@@ -1,0 +1,73 @@
+"""Step-synchronous decoding with one cache level per supervision step (the Huginn-style alternative of
+AR-TRM.md §2.2): the exact token-by-token form of the training pass, at N_sup x the KV memory."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from trmlm.lm.cache import KVCache
+from trmlm.lm.decode import DecodeOut, HaltPolicy
+from trmlm.lm.model import TRMLanguageModel
+
+
+class StepCaches:
+    """levels[s] holds, per token, the commit of its state after s supervision steps
+    (s = 0 .. N_sup - 1); supervision step s + 1 of a later token reads levels[s]."""
+
+    def __init__(self, model: TRMLanguageModel, batch: int, max_len: int | None = None) -> None:
+        self.levels = [KVCache.for_model(model, batch, max_len) for _ in range(model.cfg.net.max_sup_steps)]
+
+    @property
+    def pos(self) -> int:
+        return self.levels[0].pos
+
+    @property
+    def free(self) -> int:
+        return self.levels[0].free
+
+    def bytes_per_token(self) -> int:
+        return sum(level.bytes_per_token() for level in self.levels)
+
+
+@torch.no_grad()
+def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor, policy: HaltPolicy
+                     ) -> DecodeOut:
+    """Feed one token (B,): supervision step s reads level s - 1 of the earlier tokens (what
+    training's step s reads: the commit of y^(s-1)); then its states are committed level by level.
+    A token that halts after h steps commits its last state to the levels above h (the "latest
+    step" fallback), so with halting this is no longer the training pass exactly."""
+    position = caches.levels[0].positions(1)
+    x = model.embed_tokens(token[:, None])  # (B, 1, D)
+    B = x.shape[0]
+    state = model.initial_state(B, 1)
+    ys = [state.y]
+    active = torch.ones(B, dtype=torch.bool, device=x.device)
+    steps = torch.zeros(B, dtype=torch.long, device=x.device)
+    for s in range(1, policy.max_steps + 1):
+        new = model.refine(state, x, position, caches.levels[s - 1].prefix(), None, grad="none")
+        state = state.where(active, new)
+        steps += active.long()
+        ys.append(state.y)
+        if policy.threshold is not None and s >= policy.min_steps:
+            active = active & (torch.sigmoid(model.halt_logit(state.y)[:, 0]) < policy.threshold)
+        if not bool(active.any()):
+            break
+    for s, level in enumerate(caches.levels):
+        y = ys[min(s, len(ys) - 1)]
+        level.commit(model.commit_kv(y, position, level.prefix()))
+    return DecodeOut(model.logits(state.y)[:, 0], steps)
+
+
+@torch.no_grad()
+def sequential_logits_sync(model: TRMLanguageModel, tokens: Tensor, policy: HaltPolicy
+                           ) -> tuple[Tensor, Tensor]:
+    """Token-by-token step-synchronous evaluation of tokens (B, L): logits (B, L, V), steps (B, L)."""
+    B, L = tokens.shape
+    caches = StepCaches(model, B, L)
+    logits, steps = [], []
+    for i in range(L):
+        out = decode_step_sync(model, caches, tokens[:, i], policy)
+        logits.append(out.logits)
+        steps.append(out.steps)
+    return torch.stack(logits, 1), torch.stack(steps, 1)
