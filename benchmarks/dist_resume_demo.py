@@ -74,8 +74,16 @@ def main() -> None:
     trm([*BASE, *ck, "--out", str(full)])
     proc = trm([*BASE, *ck, "--out", str(killed)], wait=False)
     latest = killed / "train_state" / "latest"
-    while proc.poll() is None and not (latest.is_file() and latest.read_text().strip() >= "step_00000015"):
-        time.sleep(0.02)
+    def logged() -> int:  # last step written to metrics.jsonl (between two saved states)
+        try:
+            return max(losses(killed), default=0)
+        except (OSError, ValueError):
+            return 0
+
+    # kill between two saved states (every 5 steps): after step 18 is logged, before 20 is saved
+    while proc.poll() is None and not (latest.is_file() and latest.read_text().strip() >= "step_00000015"
+                                       and logged() >= 18):
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     saved = latest.read_text().strip()
