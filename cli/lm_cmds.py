@@ -92,8 +92,11 @@ def train_lm_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Train the per-token recursive LM (or a baseline) with deep supervision; validates on the held-out
-    last 10% (parallel estimate and sequential real-cache bits/char), prints samples, saves checkpoints."""
+    """Train the per-token recursive LM (or a transformer baseline) on text.
+
+    Deep supervision as Jacobi sweeps; periodic validation on the held-out last 10% (fast
+    parallel estimate and sequential real-cache bits/char), sample text, checkpoints.
+    """
     from trmlm.lm.config import load_lm_config
     from trmlm.lm.train import train_from_config
 
@@ -156,8 +159,10 @@ def generate_cmd(
     device: str = typer.Option("cpu", help="auto | cpu | cuda."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
 ) -> None:
-    """Generate text from a train-lm checkpoint, streaming to stdout; stats (tokens/s, mean
-    recursion steps per token) go to stderr."""
+    """Generate text from a train-lm checkpoint, streaming to stdout.
+
+    Stats (tokens/s, mean recursion steps per token) go to stderr.
+    """
     import dataclasses
 
     from trmlm.lm.checkpoint import load_lm
@@ -244,8 +249,11 @@ def eval_lm_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
 ) -> None:
-    """Held-out bits/char of a checkpoint: sequential with the real KV cache and per-token halting,
-    at full depth, and the fast parallel estimate (the gap between them is the train/inference mismatch)."""
+    """Held-out bits/char of a checkpoint: sequential (real KV cache) and parallel estimate.
+
+    Sequential with per-token halting and at full depth, the fast parallel estimate on the same
+    characters (their gap is the train/inference mismatch), optionally the per-step cache.
+    """
     import dataclasses
 
     from trmlm.lm.checkpoint import load_lm
@@ -277,7 +285,10 @@ def train_tokenizer_cmd(
     vocab_size: int = typer.Option(8000, help="Vocabulary size (bpe / sentencepiece)."),
     out_dir: Path = typer.Option(Path("runs/tokenizer"), "--out", help="Directory for tokenizer.json / tokenizer.model."),
 ) -> None:
-    """Train a tokenizer on local text (or the embedded corpus) and save it for `--set data.tokenizer_path=...`."""
+    """Train a tokenizer (byte-level BPE, sentencepiece or char) on local text or the embedded corpus.
+
+    Use it with `trm train-lm --set data.tokenizer_path=DIR/tokenizer.json`.
+    """
     from trmlm.lm.config import DataConfig
     from trmlm.lm.data import load_text
     from trmlm.lm.tokenizer import save_tokenizer, train_tokenizer

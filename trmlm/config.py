@@ -104,6 +104,7 @@ class TrainConfig:
     threads: int = 0                       # torch CPU threads, 0 = torch's default
     device: str = "auto"                   # auto | cpu | cuda
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False                  # torch.compile the network f (GPU; no gain seen on CPU)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

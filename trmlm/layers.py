@@ -84,6 +84,22 @@ def _self_mask_matrix(kind: SelfMask, length: int, device: torch.device) -> Tens
     return torch.eye(length, dtype=torch.bool, device=device)
 
 
+try:  # the `gpu` extra; CUDA only (SDPA, which has its own flash kernel, is the fallback)
+    from flash_attn import flash_attn_func as _flash_attn_func
+except ImportError:  # pragma: no cover - depends on the machine
+    _flash_attn_func = None
+
+
+def _use_flash_attn(q: Tensor) -> bool:
+    return _flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+
+
+def _flash_attn(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    """flash-attn takes (B, L, H, Dh); ours are (B, H, L, Dh)."""
+    o = _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
+    return o.transpose(1, 2)  # (B, H, L, Dh)
+
+
 class Attention(nn.Module):
     """Multi-head attention via SDPA; may read an external K/V prefix (the LM's committed cache)."""
 
@@ -113,6 +129,8 @@ class Attention(nn.Module):
             mask = torch.cat([pmask, mask], dim=1)  # (L, P + L)
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (B, H, P + L, Dh)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif ctx.self_mask in ("full", "causal") and _use_flash_attn(q):
+            o = _flash_attn(q, k, v, causal=ctx.self_mask == "causal")
         elif ctx.self_mask == "causal":
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:

@@ -100,6 +100,8 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
     seed_everything(train_cfg.seed)
     model = build_puzzle_model(model_cfg).to(rt.device)
     model.train()
+    if train_cfg.compile:
+        model.core.f.compile()  # in place: weights and state-dict names are unchanged
     slots = dist.slots(train_cfg.batch_size)
     if deepspeed_config is not None:
         stepper: Stepper = DeepSpeedStepper(model, train_cfg, dist, deepspeed_config, rt.device.type)
