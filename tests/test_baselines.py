@@ -85,7 +85,8 @@ def test_parameter_counts():
     assert build_puzzle_model(cfg(arch="direct")).num_parameters() == trm.num_parameters()
     blocks = sum(p.numel() for p in trm.core.f.parameters())
     hrm = build_puzzle_model(cfg(arch="hrm"))
-    assert hrm.num_parameters() == trm.num_parameters() + blocks  # f_H is a second f
+    q_continue = trm.cfg.d_model + 1  # HRM's Q head has a second (continue) output
+    assert hrm.num_parameters() == trm.num_parameters() + blocks + q_continue  # f_H is a second f
     assert build_puzzle_model(cfg(arch="direct")).cfg.max_sup_steps == 1
 
 
@@ -153,3 +154,39 @@ def test_unknown_arch_is_config_error():
     from trmlm.configtools import from_dict
     with pytest.raises(TRMError, match="not one of"):
         from_dict(TRMConfig, {"arch": "gpt"}, "model")
+
+
+def test_hrm_q_learning_act():
+    """HRM halts on q_halt > q_continue; q_continue learns the bootstrapped target of a second pass."""
+    from trmlm.act import continue_target
+    from trmlm.losses import halt_loss
+
+    torch.manual_seed(0)
+    model = build_puzzle_model(cfg(arch="hrm", halt_exploration=0.0))
+    assert model.cfg.act_continue and model.q_head.out_features == 2
+    b = batch()
+    carry = new_carry(model, b)
+    out = model(carry.state, b["inputs"], b["puzzle_ids"])
+    assert torch.equal(out.halt_logit, out.q_halt - out.q_continue)
+    steps = torch.ones(4, dtype=torch.long)
+    target = continue_target(model, out, b, steps)
+    with torch.no_grad():  # reference: the next step's q values, bootstrapped by hand
+        nxt = model(out.state, b["inputs"], b["puzzle_ids"], grad="none")
+        expected = torch.sigmoid(torch.maximum(nxt.q_halt, nxt.q_continue))
+    torch.testing.assert_close(target, expected)
+    last = continue_target(model, out, b, torch.full((4,), model.cfg.max_sup_steps))
+    torch.testing.assert_close(last, torch.sigmoid(nxt.q_halt))
+    # the training loss includes the continue term; eval mode drops it
+    _, stats = act_step(model, new_carry(model, b))
+    labels_ok = torch.zeros(4)
+    no_continue = halt_loss(out.q_halt, labels_ok).mean()
+    assert stats.q_loss > no_continue * 1.5
+    # halting follows q_halt > q_continue
+    with torch.no_grad():
+        model.q_head.bias.copy_(torch.tensor([1.0, 3.0]))
+    carry, _ = act_step(model, new_carry(model, b))
+    assert not carry.halted.any()
+    with torch.no_grad():
+        model.q_head.bias.copy_(torch.tensor([3.0, 1.0]))
+    carry, _ = act_step(model, new_carry(model, b))
+    assert carry.halted.all()

@@ -60,6 +60,16 @@ def refill(model: TRMPuzzleModel, carry: ACTCarry, fetch: Callable[[int], Batch]
                     batch=batch)
 
 
+@torch.no_grad()
+def continue_target(model: TRMPuzzleModel, out, batch: Batch, steps: Tensor) -> Tensor:
+    """HRM's Q-learning target for the continue logit (official hrm_act_v1.py): run the *next*
+    supervision step without grad and bootstrap sigmoid(max(next q_halt, next q_continue)), or
+    sigmoid(next q_halt) where the next step would be the last."""
+    nxt = model(out.state, batch["inputs"], batch.get("puzzle_ids"), grad="none")
+    last = steps >= model.cfg.max_sup_steps
+    return torch.sigmoid(torch.where(last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
+
+
 @dataclass
 class StepStats:
     loss: Tensor            # scalar with grad
@@ -92,7 +102,7 @@ def act_step(model: TRMPuzzleModel, carry: ACTCarry, *, loss_kind: str = "stable
         seq_correct = (correct | ~valid).all(-1)
         halted = steps >= cfg.max_sup_steps
         if model.training and cfg.max_sup_steps > 1:
-            halted = halted | (out.q_halt > 0)
+            halted = halted | (out.halt_logit > 0)
             # Exploration (official): w.p. 0.1 a minimum step count uniform in [2, N_sup].
             shape = (global_batch or steps.shape[0],)
             part = slots or slice(None)
@@ -102,6 +112,8 @@ def act_step(model: TRMPuzzleModel, carry: ACTCarry, *, loss_kind: str = "stable
 
     lm = sequence_loss(out.logits, labels, loss_kind)  # (B,)
     q = halt_loss(out.q_halt, seq_correct)             # (B,)
+    if out.q_continue is not None and model.training:
+        q = q + halt_loss(out.q_continue, continue_target(model, out, carry.batch, steps))
     loss = lm.mean() + halt_loss_weight * q.mean()
     n_valid = valid.sum().clamp(min=1)
     stats = StepStats(

@@ -38,6 +38,8 @@ class TRMConfig:
     single_z: bool = False                 # ablation "single z" (paper Table 1: 71.9): no separate y
     separate_nets: bool = False            # ablation "separate nets" f_L, f_H (82.4); forced by hrm
     grad: Literal["last_cycle", "one_step"] = "last_cycle"  # "1-step gradient" (56.5); forced by hrm
+    act_continue: bool = False             # HRM's Q-learning ACT: a continue logit trained on a second
+                                           # forward pass (paper ablation "ACT continue": 86.1); forced by hrm
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:

@@ -18,15 +18,14 @@ def hrm_config(cfg: TRMConfig) -> TRMConfig:
     through the one recursion core (trmlm/core.py) with separate_nets=True and grad="one_step";
     the carry's y is z_H (read by the heads) and z is z_L.
     """
-    return replace(cfg, separate_nets=True, grad="one_step", single_z=False)
+    return replace(cfg, separate_nets=True, grad="one_step", single_z=False, act_continue=True)
 
 
 class HRMPuzzleModel(TRMPuzzleModel):
     """HRM for puzzles: same embeddings, prefix and heads as TRM, recursion with f_L and f_H.
 
-    Simplification (documented in docs/baselines.md): the halting head is trained with TRM's
-    single-pass BCE against "sequence correct" (trmlm/act.py), not HRM's Q-learning continue
-    target from a second forward pass; halting is q_halt > 0 as for TRM.
+    Halting is HRM's Q-learning ACT (act_continue): halt when q_halt > q_continue; q_continue is
+    trained towards the bootstrapped target from a second forward pass (trmlm/act.py).
     """
 
     def __init__(self, cfg: TRMConfig) -> None:

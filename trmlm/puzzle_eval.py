@@ -19,7 +19,7 @@ class Trace:
     """Per-step predictions for a batch: what `trm solve --show-steps` renders."""
 
     predictions: np.ndarray   # (S, B, L) argmax tokens after each supervision step
-    q_halt: np.ndarray        # (S, B) halt logits
+    q_halt: np.ndarray        # (S, B) halt logits (> 0 = halt; q_halt - q_continue under Q-learning ACT)
     confidence: np.ndarray    # (S, B) mean max-probability over positions
 
 
@@ -37,7 +37,7 @@ def trace_supervision(model: TRMPuzzleModel, inputs: torch.Tensor, puzzle_ids: t
         state = out.state
         probs = out.logits.float().softmax(-1)
         preds.append(out.logits.argmax(-1).cpu().numpy())
-        qs.append(out.q_halt.float().cpu().numpy())
+        qs.append(out.halt_logit.float().cpu().numpy())
         confs.append(probs.max(-1).values.mean(-1).cpu().numpy())
     return Trace(np.stack(preds), np.stack(qs), np.stack(confs))
 

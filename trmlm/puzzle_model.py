@@ -20,6 +20,12 @@ class StepOutput:
     state: RecursionState      # detached (y, z), (B, P + L, D)
     logits: Tensor             # (B, L, V)
     q_halt: Tensor             # (B,)
+    q_continue: Tensor | None = None  # (B,), only with cfg.act_continue (HRM's Q-learning ACT)
+
+    @property
+    def halt_logit(self) -> Tensor:
+        """> 0 means halt: q_halt (TRM), or q_halt - q_continue (Q-learning ACT, official HRM)."""
+        return self.q_halt if self.q_continue is None else self.q_halt - self.q_continue
 
 
 class TRMPuzzleModel(nn.Module):
@@ -40,8 +46,9 @@ class TRMPuzzleModel(nn.Module):
             self.rotary = Rotary(cfg.head_dim, cfg.total_len, cfg.rope_theta)
         self.core = TRMCore(cfg)
         self.head = nn.Linear(D, cfg.vocab_size, bias=False)
-        self.q_head = nn.Linear(D, 1, bias=True)  # halt logit; official q_head is D->2 (halt,
-        # continue), the continue logit only feeds the "ACT continue" ablation we do not train.
+        # Halt logit; with act_continue also the continue logit (official q_head is D->2; TRM's
+        # default loss never trains the continue half, so it is left out unless asked for).
+        self.q_head = nn.Linear(D, 2 if cfg.act_continue else 1, bias=True)
         self.register_buffer("init_y", torch.zeros(D))
         self.register_buffer("init_z", torch.zeros(D))
         self.init_weights()
@@ -97,8 +104,9 @@ class TRMPuzzleModel(nn.Module):
         new = self.core.supervision_step(state, x, self.attn_context(tokens.device), grad=grad)
         P = self.cfg.puzzle_emb_len
         logits = self.head(new.y[:, P:])  # (B, L, V)
-        q_halt = self.q_head(new.y[:, 0]).squeeze(-1).float()  # (B,)
-        return StepOutput(state=new.detach(), logits=logits, q_halt=q_halt)
+        q = self.q_head(new.y[:, 0]).float()  # (B, 1 or 2)
+        return StepOutput(state=new.detach(), logits=logits, q_halt=q[:, 0],
+                          q_continue=q[:, 1] if self.cfg.act_continue else None)
 
     def num_parameters(self, exclude_puzzle_emb: bool = True) -> int:
         return sum(p.numel() for n, p in self.named_parameters()
