@@ -60,11 +60,8 @@ def train_puzzle_cmd(
         err.print(f"[bold]trm train-puzzle {task}[/bold]  preset={name}  out={out_path}")
     data = mod.build_data(run.data, progress=not quiet)
     m = fit_model_to_data(run, data).model  # check: an embedding row for every puzzle id
-    err.print(f"data: {data.description}")
-    err.print(f"model: {m.arch} {m.mixer}, D={m.d_model}, {m.n_layers} layers, n={m.n_latent}, T={m.n_cycles}, "
-              f"N_sup={m.max_sup_steps} (effective depth {m.effective_depth} per step); "
-              f"train: batch {run.train.batch_size}, {run.train.train_steps} steps"
-              + (f", budget {run.train.max_minutes:g} min" if run.train.max_minutes else ""))
+    if main_rank:
+        _describe(data.description, m, run.train)
 
     def on_eval(row: dict) -> None:
         err.print(f"  eval @ step {row['step']:>6}  train {row['train_s']:>7.1f}s  exact {row['exact_acc']:.3f}  "
@@ -85,6 +82,14 @@ def train_puzzle_cmd(
               f"held-out exact accuracy {result.final.get('exact_acc', float('nan')):.3f} "
               f"on {result.final.get('n_eval', 0)} puzzles; checkpoint {result.checkpoint}")
     _show_held_out(mod, result.model, data.eval, run.train.device)
+
+
+def _describe(description: str, m, t) -> None:
+    err.print(f"data: {description}")
+    err.print(f"model: {m.arch} {m.mixer}, D={m.d_model}, {m.n_layers} layers, n={m.n_latent}, T={m.n_cycles}, "
+              f"N_sup={m.max_sup_steps} (effective depth {m.effective_depth} per step); "
+              f"train: batch {t.batch_size}, {t.train_steps} steps"
+              + (f", budget {t.max_minutes:g} min" if t.max_minutes else ""))
 
 
 def strip_option(argv: list[str], option: str) -> list[str]:
