@@ -56,11 +56,10 @@ def train_puzzle_cmd(
     prepare_out_dir(out_path, resume, overwrite, run_config)
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
-    if main_rank:
-        err.print(f"[bold]trm train-puzzle {task}[/bold]  preset={name}  out={out_path}")
-    data = mod.build_data(run.data, progress=not quiet)
+    data = mod.build_data(run.data, progress=not quiet)  # bad data fails here, before any output
     m = fit_model_to_data(run, data).model  # check: an embedding row for every puzzle id
     if main_rank:
+        err.print(f"[bold]trm train-puzzle {task}[/bold]  preset={name}  out={out_path}")
         _describe(data.description, m, run.train)
 
     def on_eval(row: dict) -> None:
