@@ -1,4 +1,4 @@
-"""Language-model commands: train-lm, generate, train-tokenizer."""
+"""Language-model commands: train-lm, generate, eval-lm, train-tokenizer."""
 
 from __future__ import annotations
 

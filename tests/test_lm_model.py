@@ -178,3 +178,27 @@ def test_step_synchronous_decode_equals_the_training_pass():
     seq, steps = sequential_logits_sync(model, t, HaltPolicy.fixed(3))
     torch.testing.assert_close(seq, parallel, atol=1e-10, rtol=1e-10)
     assert StepCaches(model, 1).bytes_per_token() == 3 * KVCache.for_model(model, 1).bytes_per_token()
+
+
+def test_halting_targets():
+    """`correct`: label 1 where argmax is right; `improvement`: lagged Ouro label on q(y_{s-1})."""
+    import torch.nn.functional as F
+
+    from trmlm.lm.train import halt_loss
+
+    model = make()
+    cfg = model.cfg
+    y = torch.randn(1, 3, 32, dtype=torch.float64)
+    logits = torch.zeros(1, 3, 17, dtype=torch.float64)
+    logits[0, :, 4] = 1.0
+    targets = torch.tensor([[4, 5, 4]])
+    got = halt_loss(cfg, model, y, logits, targets, torch.zeros(1, 3), None)
+    want = F.binary_cross_entropy_with_logits(model.halt_logit(y), torch.tensor([[1.0, 0.0, 1.0]]))
+    torch.testing.assert_close(got, want)
+    imp = dataclasses.replace(cfg, halt=dataclasses.replace(cfg.halt, target="improvement"))
+    assert float(halt_loss(imp, model, y, logits, targets, torch.zeros(1, 3), None)) == 0.0
+    prev_y, prev_ce, ce = torch.randn(1, 3, 32, dtype=torch.float64), torch.tensor([[2.0, 1.0, 1.0]]), torch.ones(1, 3)
+    label = 1 - torch.sigmoid(50 * ((prev_ce - ce).clamp(min=0) - 0.005))  # big gain -> continue
+    assert label[0, 0] < 0.01 and label[0, 1] > 0.5
+    got = halt_loss(imp, model, y, logits, targets, ce, (prev_y, prev_ce))
+    torch.testing.assert_close(got, F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), label))

@@ -1,5 +1,4 @@
-"""Cached decoding (AR-TRM.md §2.1): prefill, one decode step with per-token halting, commit; plus
-a slow full-recompute reference."""
+"""Cached decoding (AR-TRM.md §2.1): prefill, decode step with per-token halting, slow reference."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Parallel-over-positions TRM passes (AR-TRM.md §2.2): the training supervision step against the
-committed cache of the previous step, and the Jacobi-sweep evaluator that converges to §2.1."""
+"""Parallel-over-positions TRM passes (AR-TRM.md §2.2): training supervision sweeps, Jacobi evaluator."""
 
 from __future__ import annotations
 

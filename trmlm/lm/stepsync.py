@@ -1,5 +1,4 @@
-"""Step-synchronous decoding with one cache level per supervision step (the Huginn-style alternative of
-AR-TRM.md §2.2): the exact token-by-token form of the training pass, at N_sup x the KV memory."""
+"""Step-synchronous decoding, one cache level per supervision step: the training pass token by token."""
 
 from __future__ import annotations
 
