@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -11,6 +13,7 @@ import typer
 from rich.console import Console
 
 from trmlm.errors import TRMError
+from trmlm.train_state import STATE_DIR
 
 F = TypeVar("F", bound=Callable)
 
@@ -44,3 +47,32 @@ def user_errors(fn: F) -> F:
 def configs_dir() -> Path:
     """configs/ beside the packages (repo checkout or editable install)."""
     return Path(__file__).resolve().parents[1] / "configs"
+
+def guard_out_dir(out_path: Path, resume: bool, overwrite: bool) -> None:
+    """Never lose a saved run by accident: a used --out needs --resume or --overwrite."""
+    if resume and overwrite:
+        raise TRMError("--resume and --overwrite exclude each other")
+    used = (out_path / "model.safetensors").exists() or (out_path / STATE_DIR).exists()
+    if resume:
+        if not (out_path / STATE_DIR / "latest").is_file():
+            raise TRMError(f"cannot resume: no saved training state in {out_path}")
+        return
+    if used and not overwrite:
+        raise TRMError(f"{out_path} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if used and os.environ.get("RANK", "0") == "0":
+        shutil.rmtree(out_path / STATE_DIR, ignore_errors=True)
+        for name in ("metrics.jsonl", "curve.json"):
+            (out_path / name).unlink(missing_ok=True)
+
+
+def strip_option(argv: list[str], option: str) -> list[str]:
+    """argv without `option VALUE` / `option=VALUE` (to re-launch a command per process)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from cli.common import configs_dir, err, out, user_errors
+from cli.common import configs_dir, err, guard_out_dir, out, strip_option, user_errors
+from trmlm.distributed import launch_local, load_deepspeed_config
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
 from trmlm.logging import Logger
@@ -91,6 +93,10 @@ def train_lm_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="trm | transformer | transformer-iso (default: the preset's)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest saved state in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh even if --out holds a run."),
+    deepspeed: Optional[Path] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON (configs/deepspeed/*.json)."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (gloo on CPU, NCCL on GPU)."),
 ) -> None:
     """Train the per-token recursive LM (or a transformer baseline) on text.
 
@@ -114,11 +120,23 @@ def train_lm_cmd(
     if data:
         cfg.data.files = list(data)
     out_path = out_dir or Path("runs") / f"{Path(preset).stem}-{cfg.arch}"
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(launch_local(nproc, ["-m", "cli.main", *strip_option(sys.argv[1:], "--nproc")]))
+    if nproc < 1:
+        raise TRMError("--nproc must be >= 1")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ds_config = load_deepspeed_config(deepspeed, cfg.train, world) if deepspeed else None
+    guard_out_dir(out_path, resume, overwrite)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    quiet = quiet or not main_rank
     n = cfg.net
     err.print(f"[bold]trm train-lm[/bold] arch={cfg.arch} D={n.d_model} layers={n.n_layers} n={n.n_latent} "
               f"T={n.n_cycles} N_sup={n.max_sup_steps} context={n.seq_len} out={out_path}", soft_wrap=True)
-    logger = PathJsonlLogger(out_path / "metrics.jsonl")
-    trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter())
+    logger = PathJsonlLogger(out_path / "metrics.jsonl") if main_rank else Logger()
+    trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter(),
+                                         resume=resume, deepspeed_config=ds_config)
+    if not main_rank:
+        return
     err.print(f"done: {trainer.step} optimizer steps, {trainer.train_seconds / 60:.1f} min training "
               f"({trainer.train_cpu_seconds / 60:.1f} CPU min), "
               f"{trainer.model.num_parameters():,} parameters; held-out bits/char: sequential "

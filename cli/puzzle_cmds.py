@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 import typer
 from rich.table import Table
 
-from cli.common import configs_dir, err, out, user_errors
+from cli.common import configs_dir, err, guard_out_dir, out, strip_option, user_errors
 from puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
@@ -24,7 +23,7 @@ from trmlm.logging import JsonlLogger, Logger
 from trmlm.puzzle_eval import evaluate, trace_supervision
 from trmlm.puzzle_train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
-from trmlm.train_state import STATE_DIR, check_resumable
+from trmlm.train_state import check_resumable
 
 
 def train_puzzle_cmd(
@@ -91,33 +90,11 @@ def _describe(description: str, m, t) -> None:
               + (f", budget {t.max_minutes:g} min" if t.max_minutes else ""))
 
 
-def strip_option(argv: list[str], option: str) -> list[str]:
-    """argv without `option VALUE` / `option=VALUE` (to re-launch a command per process)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out
-
-
 def prepare_out_dir(out_path: Path, resume: bool, overwrite: bool, run_config: dict) -> None:
-    """Never lose a saved run by accident: a used --out needs --resume or --overwrite."""
-    if resume and overwrite:
-        raise TRMError("--resume and --overwrite exclude each other")
-    used = (out_path / "model.safetensors").exists() or (out_path / STATE_DIR).exists()
+    """guard_out_dir, plus an up-front check that the saved state matches this config."""
+    guard_out_dir(out_path, resume, overwrite)
     if resume:
         check_resumable(out_path, run_config)
-        return
-    if used and not overwrite:
-        raise TRMError(f"{out_path} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    if used and os.environ.get("RANK", "0") == "0":
-        shutil.rmtree(out_path / STATE_DIR, ignore_errors=True)
-        for name in ("metrics.jsonl", "curve.json"):
-            (out_path / name).unlink(missing_ok=True)
 
 
 def _show_held_out(mod, model, held_out: dict, device: str, look: int = 64) -> None:

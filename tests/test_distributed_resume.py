@@ -155,3 +155,38 @@ def test_nan_loss_stops_cleanly_and_keeps_checkpoint(tmp_path, monkeypatch):
     assert meta["step"] == 3  # the eval/checkpoint before the NaN
     assert load_file(str(out / "model.safetensors"))
     assert (out / "train_state" / "latest").read_text().strip() == "step_00000003"
+
+
+# -- the language model: the same machinery (trmlm/distributed.py, trmlm/train_state.py) -------
+
+LM = ["train-lm", "--preset", "lm-tiny", "--quiet", "--set", "train.threads=1", "--set", "train.log_every=1"]
+
+
+def lm_losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def lm_single(tmp_path_factory, cache) -> Path:
+    out = tmp_path_factory.mktemp("lm") / "run"
+    trm(*LM, "--out", str(out), cache=cache)
+    return out
+
+
+def test_lm_resume_equals_uninterrupted(lm_single, tmp_path, cache):
+    out = tmp_path / "lm"
+    trm(*LM, "--set", "train.train_steps=4", "--out", str(out), cache=cache)
+    trm(*LM, "--out", str(out), "--resume", cache=cache)
+    full, resumed = lm_losses(lm_single), lm_losses(out)
+    assert max(full) == 6 and set(full) <= set(resumed)
+    assert_same_curve(resumed, full, sorted(full), 1e-6)
+    proc = trm(*LM, "--out", str(out), cache=cache, check=False)
+    _one_line_exit_2(proc, "already holds a run")
+
+
+def test_lm_two_processes_deepspeed_equal_one(lm_single, tmp_path, cache):
+    out = tmp_path / "lm-ds"
+    trm(*LM, "--out", str(out), "--nproc", "2", "--deepspeed", str(DS / "zero2.json"), cache=cache)
+    full = lm_losses(lm_single)
+    assert_same_curve(lm_losses(out), full, sorted(full), 1e-5)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,10 @@ from trmlm.lm.parallel import final_sweep_states, supervision_sweep
 from trmlm.lm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from trmlm.logging import Logger
 from trmlm.losses import token_cross_entropy
-from trmlm.optim import EMA, build_optimizers, set_lr
+from trmlm.configtools import to_dict
+from trmlm.distributed import DeepSpeedStepper, Stepper, init_distributed
+from trmlm.optim import EMA
+from trmlm.train_state import check_same_run, latest_state_dir, load_state, save_state
 from trmlm.runtime import resolve_runtime, seed_everything
 
 
@@ -85,15 +90,26 @@ class Trainer:
 
     def __init__(self, cfg: LMConfig, model: LanguageModel, tokenizer: Tokenizer, data: TokenData,
                  logger: Logger | None = None, reporter: Reporter | None = None,
-                 out_dir: str | Path | None = None) -> None:
+                 out_dir: str | Path | None = None,
+                 deepspeed_config: dict[str, Any] | None = None) -> None:
         t = cfg.train
         self.cfg, self.tokenizer, self.data = cfg, tokenizer, data
         self.logger, self.reporter = logger or Logger(), reporter or Reporter()
         self.out_dir = Path(out_dir) if out_dir else None
         self.runtime = resolve_runtime(t.device, t.dtype, t.threads)
+        # Data parallel / DeepSpeed (trmlm/distributed.py): every process draws the same global
+        # batch of windows and trains on its slice; gradients are averaged.
+        self.dist = init_distributed(self.runtime.device.type)
+        if self.dist.world > 1 and self.runtime.device.type == "cuda":
+            self.runtime.device = torch.device("cuda", self.dist.local_rank)
+        self.slots = self.dist.slots(t.batch_size)
         self.model = model.to(self.runtime.device)
-        self.opts = build_optimizers(self.model, t, fused=self.runtime.fused_adam)
-        self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
+        self.deepspeed = deepspeed_config is not None
+        self.stepper = (DeepSpeedStepper(self.model, t, self.dist, deepspeed_config, self.runtime.device.type)
+                        if self.deepspeed else Stepper(self.model, t, self.dist, fused=self.runtime.fused_adam))
+        self.params = list(self.model.parameters())
+        with self.stepper.gathered(self.params):
+            self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.rng = np.random.default_rng(t.seed)
         self.step = 0
         self.train_seconds = 0.0       # wall time in training steps (validation excluded)
@@ -102,16 +118,10 @@ class Trainer:
 
     # -- one optimizer step ----------------------------------------------------------------
     def _update(self, loss: Tensor) -> None:
-        set_lr(self.opts, self.step, self.cfg.train.warmup_steps)
-        for opt in self.opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        for opt in self.opts:
-            opt.step()
+        self.stepper.step(loss)  # backward, gradient averaging, clipping, AdamW, LR warmup
         if self.ema is not None:
-            self.ema.update(self.model)
+            with self.stepper.gathered(self.params):
+                self.ema.update(self.model)
         self.step += 1
 
     def _budget_left(self) -> bool:
@@ -158,9 +168,18 @@ class Trainer:
         return logs
 
     # -- evaluation ----------------------------------------------------------------------------
+    def full_weights(self) -> dict[str, Tensor]:
+        with self.stepper.gathered(self.params):  # ZeRO-3 shards parameters
+            return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
     def eval_model(self) -> LanguageModel:
-        model = self.ema.averaged_model(self.model) if self.ema is not None else self.model
-        return model.eval()
+        if self.ema is None and not self.deepspeed:
+            return self.model.eval()
+        from trmlm.lm.model import build_model
+
+        copy = build_model(self.cfg).to(self.runtime.device)
+        copy.load_state_dict(self.ema.state_dict() if self.ema is not None else self.full_weights())
+        return copy.eval()
 
     def evaluate(self, sequential: bool = True) -> dict[str, Any]:
         cfg = self.cfg
@@ -203,10 +222,10 @@ class Trainer:
         seed_everything(t.seed)
         self.model.train()
         self.reporter.start(t.train_steps)
-        next_eval, last_log = t.eval_every, 0
+        next_eval, last_log = (self.step // t.eval_every + 1) * t.eval_every, self.step
         metrics: dict[str, Any] = {}
         while self._budget_left():
-            batch = random_windows(self.data.train, t.batch_size, self.cfg.context, self.rng)
+            batch = random_windows(self.data.train, t.batch_size, self.cfg.context, self.rng)[self.slots]
             t0, c0 = time.perf_counter(), time.process_time()
             logs = self.train_batch(batch.to(self.runtime.device))
             self.train_seconds += time.perf_counter() - t0
@@ -215,6 +234,10 @@ class Trainer:
                        train_seconds=self.train_seconds, train_cpu_seconds=self.train_cpu_seconds)
             self.reporter.step(self.step, row)
             if self.step - last_log >= t.log_every:
+                if self.dist.active:  # log the global-batch loss
+                    loss = torch.tensor([row["loss"]])
+                    self.dist.all_reduce_mean_([loss])
+                    row["loss"] = float(loss)
                 self.logger.log(self.step, row)
                 last_log = self.step
             if self.step >= next_eval and self._budget_left():
@@ -225,6 +248,57 @@ class Trainer:
         return metrics
 
     def _validate(self, final: bool) -> dict[str, Any]:
+        metrics = self._validate_main(final) if self.dist.is_main else {}
+        self.save_resumable()
+        return metrics
+
+    # -- resumable state (trmlm/train_state.py) -------------------------------------------------
+    def _run_config(self) -> dict[str, Any]:
+        return to_dict(self.cfg)
+
+    def save_resumable(self) -> None:
+        """Model, EMA, optimizer, LR schedule, data RNG, clocks and history; atomic, last K kept."""
+        if self.out_dir is None:
+            return
+        tensors = {f"model.{k}": v for k, v in self.full_weights().items()}
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt_tensors, stepper_meta = self.stepper.state_tensors()
+        tensors.update(opt_tensors)
+        meta = {"step": self.step, "train_seconds": self.train_seconds,
+                "train_cpu_seconds": self.train_cpu_seconds, "history": self.history,
+                "rng": self.rng.bit_generator.state, "stepper": stepper_meta, "config": self._run_config()}
+        write_extra = None
+        if self.deepspeed:  # a collective: every rank writes its shard, then it joins the step dir
+            staging = self.out_dir / "train_state" / f".ds_step_{self.step:08d}"
+            self.stepper.save_extra(staging)
+            self.dist.barrier()
+            write_extra = lambda tmp: os.replace(staging / "deepspeed", tmp / "deepspeed")  # noqa: E731
+        if self.dist.is_main:
+            save_state(self.out_dir, self.step, tensors, meta, self.cfg.train.keep_checkpoints, write_extra)
+            if self.deepspeed:
+                shutil.rmtree(staging, ignore_errors=True)
+        self.dist.barrier()
+
+    def resume(self) -> None:
+        """Continue from the latest saved state in out_dir (same config, else a one-line error)."""
+        state_dir = latest_state_dir(self.out_dir) if self.out_dir is not None else None
+        if state_dir is None:
+            raise TRMError(f"cannot resume: no saved training state in {self.out_dir}")
+        tensors, meta = load_state(state_dir)
+        check_same_run(meta["config"], self._run_config(), state_dir)
+        with self.stepper.gathered(self.params):
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if self.ema is not None:
+            self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        self.stepper.load_state_tensors({k: v for k, v in tensors.items() if k.startswith("opt")}, meta["stepper"])
+        self.stepper.load_extra(state_dir)
+        self.rng.bit_generator.state = meta["rng"]
+        self.step, self.history = meta["step"], meta["history"]
+        self.train_seconds, self.train_cpu_seconds = meta["train_seconds"], meta["train_cpu_seconds"]
+        self.reporter.message(f"resumed from {state_dir} at step {self.step}")
+
+    def _validate_main(self, final: bool) -> dict[str, Any]:
         metrics = self.evaluate(sequential=True)
         metrics.update(step=self.step, train_seconds=round(self.train_seconds, 1),
                        train_cpu_seconds=round(self.train_cpu_seconds, 1))
@@ -242,17 +316,21 @@ class Trainer:
 
 
 def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,
-                      reporter: Reporter | None = None) -> tuple[Trainer, dict[str, Any]]:
-    """Data -> tokenizer -> model (vocab from the tokenizer) -> Trainer.run()."""
+                      reporter: Reporter | None = None, resume: bool = False,
+                      deepspeed_config: dict[str, Any] | None = None) -> tuple[Trainer, dict[str, Any]]:
+    """Data -> tokenizer -> model (vocab from the tokenizer) -> Trainer.run(); with `resume`, the
+    run's own tokenizer and its latest saved training state."""
     import dataclasses
 
     from trmlm.lm.model import build_model
 
     seed_everything(cfg.train.seed)
-    tokenizer, data = prepare_data(cfg)
+    tokenizer, data = prepare_data(cfg, load_tokenizer(out_dir) if resume and out_dir else None)
     cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, vocab_size=tokenizer.vocab_size))
     if len(data.val) < cfg.context + 1:
         raise TRMError(f"held-out split has {len(data.val)} tokens, fewer than the context + 1 "
                        f"({cfg.context + 1}); give more text or a smaller net.seq_len")
-    trainer = Trainer(cfg, build_model(cfg), tokenizer, data, logger, reporter, out_dir)
+    trainer = Trainer(cfg, build_model(cfg), tokenizer, data, logger, reporter, out_dir, deepspeed_config)
+    if resume:
+        trainer.resume()
     return trainer, trainer.run()
