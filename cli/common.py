@@ -7,11 +7,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
 
+from trmlm.distributed import launch_local, load_deepspeed_config
 from trmlm.errors import TRMError
 from trmlm.train_state import STATE_DIR
 
@@ -76,3 +77,22 @@ def strip_option(argv: list[str], option: str) -> list[str]:
         elif not arg.startswith(option + "="):
             out.append(arg)
     return out
+
+
+# Options shared by the training commands (train-puzzle, train-lm).
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the latest saved state in --out.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Start afresh even if --out holds a run.")]
+DeepSpeedOpt = Annotated[Optional[Path], typer.Option(
+    "--deepspeed", help="DeepSpeed JSON (configs/deepspeed/*.json): train through deepspeed.initialize.")]
+NprocOpt = Annotated[int, typer.Option("--nproc", help="Data-parallel processes on this machine (gloo on CPU, NCCL on GPU).")]
+
+
+def parallel_setup(nproc: int, deepspeed: Path | None, train_cfg: Any) -> dict | None:
+    """--nproc N re-runs this command in N worker processes (and exits with their code); in a
+    worker (or with N = 1) returns the DeepSpeed config to train with, if any."""
+    if nproc < 1:
+        raise TRMError("--nproc must be >= 1")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(launch_local(nproc, ["-m", "cli.main", *strip_option(sys.argv[1:], "--nproc")]))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return load_deepspeed_config(deepspeed, train_cfg, world) if deepspeed else None

@@ -13,8 +13,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from cli.common import configs_dir, err, guard_out_dir, out, strip_option, user_errors
-from trmlm.distributed import launch_local, load_deepspeed_config
+from cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
+                        out, parallel_setup, user_errors)
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
 from trmlm.logging import Logger
@@ -93,10 +93,10 @@ def train_lm_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="trm | transformer | transformer-iso (default: the preset's)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest saved state in --out."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh even if --out holds a run."),
-    deepspeed: Optional[Path] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON (configs/deepspeed/*.json)."),
-    nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (gloo on CPU, NCCL on GPU)."),
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    deepspeed: DeepSpeedOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Train the per-token recursive LM (or a transformer baseline) on text.
 
@@ -120,12 +120,7 @@ def train_lm_cmd(
     if data:
         cfg.data.files = list(data)
     out_path = out_dir or Path("runs") / f"{Path(preset).stem}-{cfg.arch}"
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(launch_local(nproc, ["-m", "cli.main", *strip_option(sys.argv[1:], "--nproc")]))
-    if nproc < 1:
-        raise TRMError("--nproc must be >= 1")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    ds_config = load_deepspeed_config(deepspeed, cfg.train, world) if deepspeed else None
+    ds_config = parallel_setup(nproc, deepspeed, cfg.train)
     guard_out_dir(out_path, resume, overwrite)
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank

@@ -14,11 +14,11 @@ import torch
 import typer
 from rich.table import Table
 
-from cli.common import configs_dir, err, guard_out_dir, out, strip_option, user_errors
+from cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
+                        out, parallel_setup, user_errors)
 from puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
-from trmlm.distributed import launch_local, load_deepspeed_config
 from trmlm.logging import JsonlLogger, Logger
 from trmlm.puzzle_eval import evaluate, trace_supervision
 from trmlm.puzzle_train import run_config_dict, train_puzzle
@@ -33,10 +33,10 @@ def train_puzzle_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.d_model=128 (repeatable)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the latest saved state in --out."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh even if --out holds a run."),
-    deepspeed: Optional[Path] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON (configs/deepspeed/*.json): train through deepspeed.initialize."),
-    nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (gloo on CPU, NCCL on GPU)."),
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    deepspeed: DeepSpeedOpt = None,
+    nproc: NprocOpt = 1,
     model_arch: Optional[str] = typer.Option(None, "--model", help="Architecture: trm (default), hrm or direct (sets model.arch; docs/baselines.md)."),
 ) -> None:
     """Train a TRM on a puzzle task; periodic held-out evaluation; ends by solving a held-out puzzle."""
@@ -45,12 +45,7 @@ def train_puzzle_cmd(
                          [*set_, *([f"model.arch={model_arch}"] if model_arch else [])])
     name = Path(preset).stem if preset else DEFAULT_PRESETS[task]
     out_path = out_dir or Path("runs") / name
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(launch_local(nproc, ["-m", "cli.main", *strip_option(sys.argv[1:], "--nproc")]))
-    if nproc < 1:
-        raise TRMError("--nproc must be >= 1")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    ds_config = load_deepspeed_config(deepspeed, run.train, world) if deepspeed else None
+    ds_config = parallel_setup(nproc, deepspeed, run.train)
     run_config = run_config_dict(task, run.model, run.train, run.data)
     prepare_out_dir(out_path, resume, overwrite, run_config)
     main_rank = os.environ.get("RANK", "0") == "0"
