@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor, nn
 
@@ -50,18 +48,7 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig, fused: bool = False
     emb = getattr(model, "puzzle_emb", None)
     if isinstance(emb, nn.Parameter):
         opts.append(SignSGD([emb], lr=cfg.puzzle_emb_lr, weight_decay=cfg.puzzle_emb_weight_decay))
-    for opt in opts:
-        for group in opt.param_groups:
-            group["base_lr"] = group["lr"]
     return opts
-
-
-def set_lr(optimizers: list[torch.optim.Optimizer], step: int, warmup_steps: int) -> float:
-    factor = warmup_factor(step, warmup_steps)
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["lr"] = group["base_lr"] * factor
-    return factor
 
 
 class EMA:
@@ -87,11 +74,3 @@ class EMA:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         for k, v in state.items():
             self.shadow[k].copy_(v)
-
-    def averaged_model(self, model: nn.Module) -> nn.Module:
-        """A deep copy of `model` holding the averaged weights (the training model is untouched).
-        Not for ZeRO-3-sharded modules: build a fresh model and load `state_dict()` instead."""
-        clone = copy.deepcopy(model)
-        ref = model.state_dict()
-        clone.load_state_dict({k: v.to(ref[k].dtype) for k, v in self.shadow.items()})
-        return clone
