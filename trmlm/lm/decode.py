@@ -112,10 +112,15 @@ def sequential_logits(model: LanguageModel, tokens: Tensor, policy: HaltPolicy
                       ) -> tuple[Tensor, Tensor]:
     """Token-by-token real-cache evaluation of tokens (B, L): logits (B, L, V), steps (B, L)."""
     B, L = tokens.shape
-    cache = KVCache.for_model(model, B, L)
+    return run_token_by_token(decode_step, model, KVCache.for_model(model, B, L), tokens, policy)
+
+
+def run_token_by_token(step_fn, model, cache, tokens: Tensor, policy: HaltPolicy) -> tuple[Tensor, Tensor]:
+    """Feed tokens (B, L) one position at a time through `step_fn(model, cache, token, policy)`;
+    stack its logits (B, L, V) and steps (B, L). Shared by the commit-last and per-step decoders."""
     logits, steps = [], []
-    for i in range(L):
-        out = decode_step(model, cache, tokens[:, i], policy)
+    for i in range(tokens.shape[1]):
+        out = step_fn(model, cache, tokens[:, i], policy)
         logits.append(out.logits)
         steps.append(out.steps)
     return torch.stack(logits, 1), torch.stack(steps, 1)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import DecodeOut, HaltPolicy
+from trmlm.lm.decode import DecodeOut, HaltPolicy, run_token_by_token
 from trmlm.lm.model import TRMLanguageModel
 
 
@@ -63,10 +63,4 @@ def sequential_logits_sync(model: TRMLanguageModel, tokens: Tensor, policy: Halt
                            ) -> tuple[Tensor, Tensor]:
     """Token-by-token step-synchronous evaluation of tokens (B, L): logits (B, L, V), steps (B, L)."""
     B, L = tokens.shape
-    caches = StepCaches(model, B, L)
-    logits, steps = [], []
-    for i in range(L):
-        out = decode_step_sync(model, caches, tokens[:, i], policy)
-        logits.append(out.logits)
-        steps.append(out.steps)
-    return torch.stack(logits, 1), torch.stack(steps, 1)
+    return run_token_by_token(decode_step_sync, model, StepCaches(model, B, L), tokens, policy)
