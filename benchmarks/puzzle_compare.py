@@ -57,6 +57,27 @@ def run_one(task: str, name: str, minutes: float, data, base, eval_size: int, se
             "model_config": to_dict(model_cfg)}
 
 
+def merge_rows(path: Path, rows: list[dict], report: dict) -> list[dict]:
+    """Re-measuring some models (--models HRM) keeps the other rows of an earlier run with the same
+    task, budget, threads and data; each row records when it was measured."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for r in rows:
+        r["measured"] = stamp
+    if not path.exists():
+        return rows
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return rows
+    same = all(old.get(k) == report[k] for k in ("minutes_per_model", "threads", "data_config"))
+    if not same:
+        return rows
+    new_names = {r["model"] for r in rows}
+    kept = [r for r in old.get("rows", []) if r["model"] not in new_names]
+    order = list(MODELS)
+    return sorted(kept + rows, key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=sorted(PRESETS), default="sudoku")
@@ -83,6 +104,13 @@ def main() -> None:
     for name in args.models:
         console.print(f"training {name} for {args.minutes:g} min ...")
         rows.append(run_one(args.task, name, args.minutes, data, base, eval_size, args.seed))
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "puzzle_compare", "task": args.task, "minutes_per_model": args.minutes,
+              "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
+              "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
+              "data_config": to_dict(base.data), "rows": rows}
+    path = args.out / f"puzzle_compare_{args.task}.json"
+    report["rows"] = rows = merge_rows(path, rows, report)
     metric = "valid+shortest" if args.task == "maze" else "exact"
     table = Table(title=f"{args.task}: {args.minutes:g} min per model, CPU fp32, {args.threads} thread(s), "
                         f"{eval_size} held-out puzzles")
@@ -92,12 +120,6 @@ def main() -> None:
         table.add_row(r["model"], f"{r['params'] / 1e3:.0f}k", str(r["steps"]), f"{r['exact_acc']:.3f}",
                       f"{r['cell_acc']:.3f}")
     console.print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "puzzle_compare", "task": args.task, "minutes_per_model": args.minutes,
-              "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
-              "data_config": to_dict(base.data), "rows": rows}
-    path = args.out / f"puzzle_compare_{args.task}.json"
     path.write_text(json.dumps(report, indent=2))
     console.print(f"wrote {path}")
 

@@ -6,6 +6,7 @@ import typer
 
 from cli import puzzle_cmds
 from cli import lm_cmds
+from cli import bench_cmds
 
 app = typer.Typer(
     name="trm",
@@ -17,6 +18,7 @@ app = typer.Typer(
 
 puzzle_cmds.register(app)
 lm_cmds.register(app)
+bench_cmds.register(app)
 
 
 def main() -> None:

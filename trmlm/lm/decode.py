@@ -14,7 +14,10 @@ from trmlm.lm.model import LanguageModel, TRMLanguageModel
 
 @dataclass
 class HaltPolicy:
-    """When a token stops refining. threshold None = halting disabled: always max_steps."""
+    """When a token stops refining. threshold None = halting disabled: always max_steps.
+
+    The exit-rule protocol refine_token drives (the benchmark's other exits in exits.py follow
+    it): `begin` once per token, `halt` after every supervision step, `finish` at the end."""
 
     max_steps: int
     min_steps: int = 1
@@ -27,6 +30,20 @@ class HaltPolicy:
     @classmethod
     def fixed(cls, steps: int) -> HaltPolicy:
         return cls(max_steps=steps, min_steps=steps, threshold=None)
+
+    def begin(self, batch: int, device: torch.device) -> None:
+        """A new token starts (stateful rules reset here)."""
+
+    def halt(self, step: int, y: Tensor, model: TRMLanguageModel) -> Tensor | None:
+        """After supervision step `step` (1-based) with answer state y (B, 1, D): (B,) bool, True =
+        stop this token here; None = no sequence stops (the loop still ends at max_steps)."""
+        if self.threshold is None or step < self.min_steps:
+            return None
+        return torch.sigmoid(model.halt_logit(y)[:, 0]) >= self.threshold
+
+    def finish(self, y: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
+        """The state to commit and predict from, and the steps to report."""
+        return y, steps
 
 
 @dataclass
@@ -44,16 +61,17 @@ def refine_token(model: TRMLanguageModel, x: Tensor, position: Tensor, prefix: l
     state = model.initial_state(B, 1)
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
+    policy.begin(B, x.device)
     for s in range(1, policy.max_steps + 1):
         new = model.refine(state, x, position, prefix, None, grad="none")
         state = state.where(active, new)
         steps += active.long()
-        if policy.threshold is not None and s >= policy.min_steps:
-            q = torch.sigmoid(model.halt_logit(state.y)[:, 0])  # (B,)
-            active = active & (q < policy.threshold)
+        halt = policy.halt(s, state.y, model)
+        if halt is not None:
+            active = active & ~halt
         if not bool(active.any()):
             break
-    return state.y, steps
+    return policy.finish(state.y, steps)
 
 
 @torch.no_grad()

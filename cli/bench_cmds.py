@@ -1,0 +1,99 @@
+"""`trm bench`: adaptive compute, decode speed and training throughput (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cli.common import configs_dir, out, user_errors
+from trmlm.errors import TRMError
+
+DEFAULT_LM_PRESET = "lm-shakespeare-cpu"
+
+
+def _numbers(text: str, kind: type, option: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise TRMError(f"{option} takes comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise TRMError(f"{option} is empty")
+    return values
+
+
+def bench_cmd(
+    adaptive_compute: bool = typer.Option(False, "--adaptive-compute", help="Quality vs compute of per-token exits (needs --checkpoint)."),
+    decode: bool = typer.Option(False, "--decode", help="Cached decode time vs prefix length, against an equal-FLOPs GPT-2."),
+    train_step: bool = typer.Option(False, "--train-step", help="Training throughput and MFU of puzzle and LM configs."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A train-lm checkpoint directory (TRM)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Held-out text file (default: the checkpoint's held-out split)."),
+    out_dir: Path = typer.Option(Path("runs/bench"), "--out", help="Directory for report.json / decode.json / train_step.json and PNGs."),
+    tokens: int = typer.Option(2048, help="Held-out tokens per exit rule (adaptive compute)."),
+    thresholds: str = typer.Option("0.05,0.1,0.2,0.3,0.5,0.7,0.9", help="Learned-halting thresholds to sweep."),
+    kl_eps: str = typer.Option("0.1,0.01,0.001", help="KL-exit thresholds (nats) to sweep."),
+    preset: str = typer.Option(DEFAULT_LM_PRESET, help="LM preset timed by --decode when no --checkpoint is given."),
+    prefix_lengths: str = typer.Option("64,128,256,512,1024", help="Prefix lengths for --decode."),
+    decode_tokens: int = typer.Option(32, help="Timed tokens per prefix length (--decode)."),
+    no_gpt2: bool = typer.Option(False, "--no-gpt2", help="Skip the transformers GPT-2 baseline (--decode)."),
+    batch: int = typer.Option(16, help="Examples per training step (--train-step)."),
+    steps: int = typer.Option(3, help="Timed training steps per config (--train-step; the median is kept)."),
+    threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Benchmarks: every figure printed as a table and written as JSON (with hardware and scale).
+
+    --adaptive-compute: on held-out text at batch 1, sequential with the real KV cache, learned
+    halting over a threshold sweep, every fixed depth 1..N_sup, random exits of the same mean
+    depth, an oracle exit and training-free exits (KL between steps, argmax stability): bits per
+    character, agreement with full depth, steps per token, FLOPs and KV bytes per token, tokens/s;
+    report.json + pareto.png, steps_hist.png, heatmap.png.
+    --decode: ms per token vs prefix length against a transformers GPT-2 of equal FLOPs per token,
+    and KV bytes per token vs recursion depth; decode.json.
+    --train-step: training-step throughput and fraction of the measured matmul peak; train_step.json.
+    """
+    from trmlm.runtime import resolve_runtime
+
+    if not (adaptive_compute or decode or train_step):
+        raise TRMError("choose at least one of --adaptive-compute, --decode, --train-step")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TRMError(f"--out {out_dir} is a file, not a directory")
+    resolve_runtime("cpu", "float32", threads)
+    progress = not quiet
+    console = out if out.is_terminal else Console(highlight=False, width=200)  # tables unwrapped in files
+    if adaptive_compute:
+        from trmlm.bench.adaptive import AdaptiveSettings
+        from trmlm.bench.run import bench_adaptive
+
+        if checkpoint is None:
+            raise TRMError("--adaptive-compute needs --checkpoint DIR (a TRM trained with `trm train-lm`)")
+        settings = AdaptiveSettings(thresholds=_numbers(thresholds, float, "--thresholds"),
+                                    kl_eps=_numbers(kl_eps, float, "--kl-eps"))
+        bench_adaptive(checkpoint, data, tokens, settings, out_dir, console, progress)
+    if decode:
+        from trmlm.bench.run import bench_decode, decode_config
+        from trmlm.lm.config import load_lm_config
+
+        prefixes = _numbers(prefix_lengths, int, "--prefix-lengths")
+        cfg = None
+        if checkpoint is None:
+            preset_file = configs_dir() / f"{preset}.yaml"
+            if not preset_file.is_file():
+                raise TRMError(f"unknown LM preset {preset!r}")
+            cfg = load_lm_config(preset, [], ["net.vocab_size=65"], configs_dir())  # char vocab of the corpus
+        bench_decode(decode_config(checkpoint, cfg), prefixes, decode_tokens, not no_gpt2, out_dir, console, progress)
+    if train_step:
+        from puzzles.throughput import run_train_step_bench
+
+        if batch < 1 or steps < 1:
+            raise TRMError("--batch and --steps must be >= 1")
+        import torch
+
+        run_train_step_bench(out_dir, threads=threads or torch.get_num_threads(), batch=batch, lm_batch=batch,
+                             steps=steps, console=console, progress=progress)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(user_errors(bench_cmd))

@@ -1,0 +1,86 @@
+"""CLI: `trm bench --adaptive-compute / --decode` end to end on the tiny LM; bad input exits 2 on one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.cli_checks import assert_one_line_error
+
+torch.set_num_threads(1)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "tiny"
+    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--out", str(out), "--quiet",
+                              "--set", "train.train_steps=4"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_adaptive_compute_writes_report_and_plots(ckpt, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "b"
+    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt), "--tokens", "64",
+                              "--thresholds", "0.2,0.8", "--kl-eps", "0.05", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "fixed 2" in res.stdout and "oracle" in res.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["eval_tokens"] == 64  # two windows of the 32-token context
+    assert rep["max_steps"] == 2 and rep["hardware"]["device"] == "cpu"
+    assert {r["name"] for r in rep["rows"]} >= {"fixed 1", "fixed 2", "halt q>=0.2", "halt q>=0.8", "oracle"}
+    for name in ("pareto.png", "steps_hist.png", "heatmap.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_adaptive_compute_on_a_given_text_file(ckpt, tmp_path):
+    text = tmp_path / "held.txt"
+    text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 2)
+    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt), "--data", str(text),
+                              "--tokens", "32", "--thresholds", "0.5", "--out", str(tmp_path / "b"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert rep["data"] == str(text) and rep["eval_tokens"] == 32
+
+
+def test_decode_bench_on_a_preset(tmp_path):
+    pytest.importorskip("transformers")
+    res = runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny", "--prefix-lengths", "4,8",
+                              "--decode-tokens", "2", "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "decode.json").read_text())
+    assert [r["prefix"] for r in rep["rows"]] == [4, 8] and rep["gpt2"]["n_layer"] == (2 * 1 * 2 + 1) * 2
+    assert "KV cache bytes per token" in res.stdout
+
+
+def test_bench_bad_input_is_one_line(ckpt, tmp_path):
+    assert_one_line_error(runner.invoke(app, ["bench"]), "choose at least one")
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute"]), "--checkpoint")
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint",
+                                              str(tmp_path / "none")]), "none")
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+                                              "--thresholds", "a,b"]), "--thresholds")
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+                                              "--thresholds", "1.5"]), "--thresholds")
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+                                              "--data", str(tmp_path / "missing.txt")]), "no such file")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+                                              "--data", str(empty)]), "fewer than 2 tokens")
+    assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "nope"]), "unknown LM preset")
+    assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny",
+                                              "--prefix-lengths", "0"]), "--prefix-lengths")
+    transformer = tmp_path / "tf"
+    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--model", "transformer", "--out",
+                              str(transformer), "--quiet", "--set", "train.train_steps=1"])
+    assert res.exit_code == 0, res.output
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(transformer),
+                                              "--tokens", "8"]), "TRM checkpoint")

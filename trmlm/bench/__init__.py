@@ -1,0 +1,1 @@
+"""Benchmarks behind `trm bench`: adaptive compute, decode speed (trmlm.bench.*) and plots."""
