@@ -121,14 +121,19 @@ class Attention(nn.Module):
         if prefix is not None:
             pk, pv = prefix
             P = pk.shape[2]
-            pmask = ctx.prefix_mask
-            if pmask is None:
-                pmask = torch.ones(L, P, dtype=torch.bool, device=h.device)
-            if mask is None:
-                mask = torch.ones(L, L, dtype=torch.bool, device=h.device)
-            mask = torch.cat([pmask, mask], dim=1)  # (L, P + L)
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (B, H, P + L, Dh)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if ctx.prefix_mask is None and (mask is None or L == 1):
+                # Every query reads every key (cached decoding: one token, its prefix and itself):
+                # no mask, so SDPA may take its fused kernel.
+                o = F.scaled_dot_product_attention(q, k, v)
+            else:
+                pmask = ctx.prefix_mask
+                if pmask is None:
+                    pmask = torch.ones(L, P, dtype=torch.bool, device=h.device)
+                if mask is None:
+                    mask = torch.ones(L, L, dtype=torch.bool, device=h.device)
+                mask = torch.cat([pmask, mask], dim=1)  # (L, P + L)
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         elif ctx.self_mask in ("full", "causal") and _use_flash_attn(q):
             o = _flash_attn(q, k, v, causal=ctx.self_mask == "causal")
         elif ctx.self_mask == "causal":
