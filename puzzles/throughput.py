@@ -1,0 +1,235 @@
+"""Training-step throughput and MFU (achieved GFLOP/s over a measured matmul peak) of the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from puzzles.run import preset_path, resolve_config
+from trmlm.act import act_step, new_carry
+from trmlm.bench.common import hardware, write_json
+from trmlm.configtools import load_yaml
+from trmlm.distributed import DistContext, Stepper
+from trmlm.errors import TRMError
+from trmlm.flops import measure_matmul_peak, train_step_flops
+from trmlm.lm.config import load_lm_config
+from trmlm.lm.data import TokenData
+from trmlm.lm.model import build_model
+from trmlm.lm.tokenizer import CharTokenizer
+from trmlm.lm.train import Trainer
+from trmlm.models import build_puzzle_model
+from trmlm.optim import EMA
+
+PUZZLE_PRESETS = ["sudoku-extreme-mlp", "sudoku-extreme-att", "sudoku-cpu"]
+LM_PRESETS = ["lm-shakespeare-cpu", "lm-paper"]
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+LM_BATCH = 16  # LM windows per step unless a preset's CPU default below says otherwise
+# lm-paper (D 512, context 512, n 6, T 3, N_sup 16) costs ~0.35 TFLOP per supervision step and
+# window, ~5.5 TFLOP per optimizer step at batch 16: minutes per step on one CPU core. By default
+# it is measured at batch 1 with each batch cut after 1 of its 16 supervision steps (with the
+# previous-step cache every supervision step costs the same, so the per-step figure is exact).
+LM_CPU_DEFAULTS: dict[str, dict[str, int]] = {"lm-paper": {"batch": 1, "sup_steps": 1}}
+
+
+# FlopCounterMode has formulas for the CUDA SDPA kernels only; on CPU SDPA dispatches to
+# aten._scaled_dot_product_flash_attention_for_cpu(_backward), which it would count as 0 FLOPs
+# (checked on torch 2.13). Map those to torch's own SDPA formulas: QK^T and AV over all L x S
+# query-key pairs (masked pairs included, as trmlm.flops counts them), backward 2.5x forward.
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_sdpa_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+_aten = torch.ops.aten
+CPU_SDPA_FLOPS = {_aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+                  _aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops}
+
+
+def counted_flops(step: Callable[[], int]) -> float:
+    """FLOPs per optimizer step counted by FlopCounterMode over one call of `step` (which returns
+    the optimizer steps it took): matmuls and attention, forward and backward; the optimizer's
+    elementwise updates, norms and activations are not counted (as in the analytic count)."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
+        n = step()
+    return counter.get_total_flops() / n
+
+
+def median_step_seconds(step: Callable[[], int], warmup: int, steps: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds per optimizer step over `steps` timed calls, after
+    `warmup` calls (CPU well below threads x wall: the cores were shared)."""
+    for _ in range(max(warmup, 0)):
+        step()
+    wall, cpu = [], []
+    for _ in range(steps):
+        t, c = time.perf_counter(), time.process_time()
+        n = step()
+        wall.append((time.perf_counter() - t) / n)
+        cpu.append((time.process_time() - c) / n)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+# -- puzzles --------------------------------------------------------------------------------------
+def bench_puzzle(name: str, batch: int, steps: int, warmup: int, configs_dir: Path) -> dict[str, Any]:
+    """One optimizer step as trmlm.puzzle_train takes it (act_step, the Stepper's backward + AdamW,
+    EMA) on a carry of `batch` random puzzles; throughput = examples x supervision steps / s."""
+    task = load_yaml(preset_path(name, configs_dir)).get("task", "")
+    run = resolve_config(task, configs_dir, name)
+    m, t = run.model, run.train
+    model = build_puzzle_model(m).train()
+    stepper = Stepper(model, t, DistContext())
+    ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
+    g = torch.Generator().manual_seed(0)
+    data = {"inputs": torch.randint(1, m.vocab_size, (batch, m.seq_len), generator=g),  # (B, L)
+            "labels": torch.randint(1, m.vocab_size, (batch, m.seq_len), generator=g),  # (B, L)
+            "puzzle_ids": torch.randint(0, m.num_puzzle_ids, (batch,), generator=g)}   # (B,)
+    carry = new_carry(model, data)
+
+    def step() -> int:
+        nonlocal carry
+        carry, stats = act_step(model, carry, loss_kind=t.loss, halt_loss_weight=t.halt_loss_weight,
+                                generator=g)
+        stepper.step(stats.loss)
+        if ema is not None:
+            ema.update(model)
+        return 1
+
+    counted = counted_flops(step)  # this call is also the first warmup call
+    sec, cpu_sec = median_step_seconds(step, warmup - 1, steps)
+    arch = getattr(m, "arch", "trm")
+    flops = train_step_flops(m, batch)["total"] if arch == "trm" else counted  # analytic: TRM only
+    return {"kind": "puzzle", "preset": name, "task": run.task, "arch": arch, "mixer": m.mixer,
+            "d_model": m.d_model, "n": m.n_latent, "T": m.n_cycles, "N_sup": m.max_sup_steps,
+            "params": model.num_parameters(), "batch": batch, "paper_batch": t.batch_size,
+            "step_seconds": sec, "step_cpu_seconds": cpu_sec,
+            "throughput": batch / sec, "throughput_unit": "examples x sup-steps/s",
+            "gflop_per_step": flops / 1e9, "gflop_per_step_counted": counted / 1e9}
+
+
+# -- language model -------------------------------------------------------------------------------
+def bench_lm(name: str, batch: int | None, steps: int, warmup: int, threads: int, configs_dir: Path
+             ) -> dict[str, Any]:
+    """Optimizer steps of the LM's own training code (Trainer.train_batch: the final-sweep cache
+    pass if configured, then one optimizer step per supervision step, EMA) on random token windows
+    (B, L + 1); a timed call is one batch, its time shared by the optimizer steps it took."""
+    cfg = load_lm_config(name, [], [], configs_dir)
+    defaults = LM_CPU_DEFAULTS.get(name, {})
+    batch = batch or defaults.get("batch", LM_BATCH)
+    n_sup = cfg.net.max_sup_steps if cfg.arch == "trm" else 1
+    # Cutting a batch short is exact only with the previous-step cache: the final-sweep cache
+    # pass is a per-batch cost shared by all N_sup steps.
+    sup = min(n_sup, defaults.get("sup_steps", n_sup)) if cfg.train_cache == "previous_step" else n_sup
+    paper_batch = cfg.train.batch_size
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, batch_size=batch, threads=threads, device="cpu", dtype="float32",
+        train_steps=sup, max_minutes=0.0))
+    V, L = cfg.net.vocab_size, cfg.context  # V: the preset's vocab (the tokenizer's size in training)
+    rng = np.random.default_rng(0)
+    val = rng.integers(0, V, 2 * L + 2)
+    # The tokenizer and held-out data are only read by evaluation and sampling, never by train_batch.
+    trainer = Trainer(cfg, build_model(cfg), CharTokenizer([chr(32 + i) for i in range(95)]),
+                      TokenData(train=val, val=val, val_chars=len(val)))
+
+    def step() -> int:
+        trainer.step = 0  # the trainer's own budget (train_steps = sup) ends the batch after `sup` steps
+        tokens = torch.from_numpy(rng.integers(0, V, (batch, L + 1)))  # (B, L + 1)
+        return len(trainer.train_batch(tokens))
+
+    counted = counted_flops(step)  # this call is also the first warmup call
+    sec, cpu_sec = median_step_seconds(step, warmup - 1, steps)
+    net = cfg.net
+    return {"kind": "lm", "preset": name, "arch": cfg.arch, "train_cache": cfg.train_cache,
+            "d_model": net.d_model, "n": net.n_latent, "T": net.n_cycles, "N_sup": n_sup,
+            "sup_steps_per_batch": sup, "context": L, "vocab": V,
+            "params": trainer.model.num_parameters(), "batch": batch, "paper_batch": paper_batch,
+            "step_seconds": sec, "step_cpu_seconds": cpu_sec,
+            "throughput": batch * L / (n_sup * sec), "throughput_unit": "tokens/s",
+            "tokens_x_steps_per_s": batch * L / sec,
+            "gflop_per_step": counted / 1e9, "gflop_per_step_counted": counted / 1e9}
+
+
+# -- the report -----------------------------------------------------------------------------------
+def run_train_step_bench(out: Path | None, threads: int, batch: int = 16, lm_batch: int | None = None,
+                         steps: int = 3, warmup: int = 1, presets: list[str] | None = None,
+                         lm_presets: list[str] | None = None, console: Console | None = None,
+                         progress: bool = True, configs_dir: Path | None = None) -> dict[str, Any]:
+    """Median seconds of one training optimizer step (after max(warmup, 1) untimed calls, the
+    first of them counting FLOPs) of each puzzle preset (carry of `batch`) and LM preset (`lm_batch`
+    windows; None = LM_BATCH or the preset's LM_CPU_DEFAULTS), CPU fp32 at `threads` threads;
+    FLOPs per step, GFLOP/s and the fraction of the matmul peak measured at the same thread count.
+    Prints a table, writes out/train_step.json when `out` is given, returns the report."""
+    if steps < 1 or warmup < 0 or batch < 1 or (lm_batch is not None and lm_batch < 1) or threads < 1:
+        raise TRMError("steps, batch, lm_batch and threads must be >= 1 and warmup >= 0")
+    presets = PUZZLE_PRESETS if presets is None else presets
+    lm_presets = LM_PRESETS if lm_presets is None else lm_presets
+    configs_dir = configs_dir or CONFIGS_DIR
+    console = console or Console()
+    for name in presets:  # unknown names fail here, before minutes of measuring
+        preset_path(name, configs_dir)
+    for name in lm_presets:
+        load_lm_config(name, [], [], configs_dir)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        jobs = [("puzzle", p) for p in presets] + [("lm", p) for p in lm_presets]
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn()]
+        with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+            task = bar.add_task("matmul peak", total=len(jobs) + 2)
+            peak = measure_matmul_peak()
+            bar.advance(task)
+            rows = []
+            for kind, name in jobs:
+                bar.update(task, description=name)
+                rows.append(bench_puzzle(name, batch, steps, warmup, configs_dir) if kind == "puzzle"
+                            else bench_lm(name, lm_batch, steps, warmup, threads, configs_dir))
+                bar.advance(task)
+            bar.update(task, description="matmul peak")
+            # Best of a window before and one after: a core shared with another process for a
+            # moment would otherwise understate the peak (and overstate every MFU).
+            peak = max(peak, measure_matmul_peak())
+            bar.advance(task)
+        report = {"benchmark": "train_step", **hardware(), "dtype": "float32",
+                  "matmul_peak_gflops": peak, "steps": steps, "warmup": warmup,
+                  "flops": "gflop_per_step: puzzles analytic (trmlm.flops.train_step_flops), LM "
+                           "counted; gflop_per_step_counted: FlopCounterMode (matmuls + SDPA)",
+                  "rows": rows}
+    finally:
+        torch.set_num_threads(previous_threads)
+    for r in rows:
+        r["achieved_gflops"] = r["gflop_per_step"] / r["step_seconds"]
+        r["mfu"] = r["achieved_gflops"] / peak
+    console.print(train_step_table(report))
+    if out is not None:
+        path = write_json(Path(out) / "train_step.json", report)
+        console.print(f"wrote {path}")
+    return report
+
+
+def train_step_table(report: dict[str, Any]) -> Table:
+    """The report as a rich table, one row per preset."""
+    table = Table(title=f"Training step, CPU fp32, {report['threads']} threads "
+                        f"(matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s)",
+                  caption="throughput: puzzles examples x supervision steps/s (ex*st/s); LM tokens/s "
+                          "at N_sup steps per batch")
+    for col in ("config", "params", "batch", "s/step", "throughput", "GFLOP/step", "GFLOP/s", "of peak"):
+        table.add_column(col, justify="left" if col == "config" else "right")
+    for r in report["rows"]:
+        unit = "tok/s" if r["throughput_unit"] == "tokens/s" else "ex*st/s"
+        table.add_row(r["preset"], f"{r['params'] / 1e6:.2f}M", str(r["batch"]), f"{r['step_seconds']:.3f}",
+                      f"{r['throughput']:.1f} {unit}", f"{r['gflop_per_step']:.2f}",
+                      f"{r['achieved_gflops']:.1f}", f"{100 * r['mfu']:.1f}%")
+    return table
