@@ -120,7 +120,7 @@ def test_adaptive_bench_report(model):
         assert rows[name]["beats_random"] == (rows[name]["nll"] < ctrl["nll"])
     assert rep["operating_point"] in rows and set(rep["targets"]) == {
         "ppl_within_1pct_of_deepest", "mean_steps_at_most_half_max", "better_than_random_same_mean_depth"}
-    assert rep["_op_steps"].numel() == 24
+    assert rep["_steps"][rep["operating_point"]].numel() == 24
 
 
 def test_kv_bytes_do_not_grow_with_depth():

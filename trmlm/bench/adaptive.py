@@ -214,7 +214,7 @@ def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token
             "operating_point": op["name"], "random_control": op["random_same_mean"], "rows": rows,
             "learned_beats_random": f"{sum(r['beats_random'] for r in learned)} of {len(learned)} thresholds",
             "targets": targets, "targets_met": all(targets.values()),
-            "_op_steps": runs[op["name"]]["steps"]}
+            "_steps": {name: run["steps"] for name, run in runs.items()}}
 
 
 def print_adaptive_table(report: dict[str, Any], console: Console) -> None:

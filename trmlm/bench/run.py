@@ -51,24 +51,28 @@ def bench_adaptive(checkpoint: Path, data_file: Path | None, tokens: int, settin
     windows = eval_windows(ids, lm.cfg.context, tokens)
     report = run_adaptive_bench(lm.model, windows, cpt, settings, console=Console(stderr=True),
                                 progress=progress)
-    op_steps = report.pop("_op_steps")
+    steps = report.pop("_steps")
     report.update(checkpoint=str(checkpoint), data=source, parameters=lm.model.num_parameters(),
                   train_seconds=lm.meta.get("train_seconds"), train_step=lm.meta.get("step"))
     print_adaptive_table(report, console)
     files = {"report": write_json(out_dir / "report.json", report)}
+    # Histogram and heat map: the halting threshold `trm generate` uses by default (the
+    # checkpoint's), if swept; else the operating point.
+    shown = f"halt q>={lm.generation.halt_threshold:g}"
+    shown = shown if shown in steps else report["operating_point"]
     try:
         from trmlm.bench.plots import pareto_plot, steps_histogram, token_heatmap
 
         files["pareto"] = pareto_plot(report, out_dir / "pareto.png")
         max_steps = report["max_steps"]
-        files["histogram"] = steps_histogram(op_steps.tolist(), max_steps,
-                                             f"steps per token, {report['operating_point']}", out_dir / "steps_hist.png")
-        n = min(HEATMAP_TOKENS, op_steps.numel())
+        files["histogram"] = steps_histogram(steps[shown].tolist(), max_steps, f"steps per token, {shown}",
+                                             out_dir / "steps_hist.png")
+        n = min(HEATMAP_TOKENS, steps[shown].numel())
         inputs = windows[:, :-1].reshape(-1)[:n].tolist()
         pieces = [lm.tokenizer.decode([t]) for t in inputs]
-        files["heatmap"] = token_heatmap(pieces, op_steps[:n].tolist(), max_steps,
-                                         f"supervision steps per token ({report['operating_point']}), "
-                                         f"first {n} held-out tokens", out_dir / "heatmap.png")
+        files["heatmap"] = token_heatmap(pieces, steps[shown][:n].tolist(), max_steps,
+                                         f"supervision steps per token ({shown}), first {n} held-out tokens",
+                                         out_dir / "heatmap.png")
     except TRMError as e:  # no matplotlib: the numbers are still written
         console.print(f"[yellow]plots skipped: {e}[/yellow]")
     for name, path in files.items():
