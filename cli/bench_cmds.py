@@ -38,7 +38,9 @@ def bench_cmd(
     prefix_lengths: str = typer.Option("64,128,256,512,1024", help="Prefix lengths for --decode."),
     decode_tokens: int = typer.Option(32, help="Timed tokens per prefix length (--decode)."),
     no_gpt2: bool = typer.Option(False, "--no-gpt2", help="Skip the transformers GPT-2 baseline (--decode)."),
-    batch: int = typer.Option(16, help="Examples per training step (--train-step)."),
+    batch: int = typer.Option(16, help="Puzzles per training step (--train-step; the paper uses 768)."),
+    lm_batch: int = typer.Option(0, help="LM windows per training step (--train-step; 0 = 16, lm-paper 1 window cut to 1 supervision step)."),
+    presets: str = typer.Option("", help="Comma-separated presets for --train-step (default: the paper Sudoku configs, sudoku-cpu, lm-shakespeare-cpu, lm-paper)."),
     steps: int = typer.Option(3, help="Timed training steps per config (--train-step; the median is kept)."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
@@ -87,12 +89,16 @@ def bench_cmd(
     if train_step:
         from puzzles.throughput import run_train_step_bench
 
-        if batch < 1 or steps < 1:
-            raise TRMError("--batch and --steps must be >= 1")
+        if batch < 1 or steps < 1 or lm_batch < 0:
+            raise TRMError("--batch and --steps must be >= 1, --lm-batch >= 0")
         import torch
 
-        run_train_step_bench(out_dir, threads=threads or torch.get_num_threads(), batch=batch, lm_batch=batch,
-                             steps=steps, console=console, progress=progress)
+        chosen = [p.strip() for p in presets.split(",") if p.strip()]
+        run_train_step_bench(out_dir, threads=threads or torch.get_num_threads(), batch=batch,
+                             lm_batch=lm_batch or None, steps=steps,
+                             presets=[p for p in chosen if not p.startswith("lm-")] if chosen else None,
+                             lm_presets=[p for p in chosen if p.startswith("lm-")] if chosen else None,
+                             console=console, progress=progress, configs_dir=configs_dir())
 
 
 def register(app: typer.Typer) -> None:

@@ -84,3 +84,13 @@ def test_bench_bad_input_is_one_line(ckpt, tmp_path):
     assert res.exit_code == 0, res.output
     assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(transformer),
                                               "--tokens", "8"]), "TRM checkpoint")
+
+
+def test_train_step_bench_on_tiny_presets(tmp_path):
+    res = runner.invoke(app, ["bench", "--train-step", "--presets", "sudoku-tiny,lm-tiny", "--batch", "2",
+                              "--steps", "1", "--threads", "1", "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "train_step.json").read_text())
+    assert [r["preset"] for r in rep["rows"]] == ["sudoku-tiny", "lm-tiny"]
+    assert all(r["step_seconds"] > 0 and r["gflop_per_step"] > 0 for r in rep["rows"])
+    assert_one_line_error(runner.invoke(app, ["bench", "--train-step", "--presets", "sudoku-nope"]), "sudoku-nope")
