@@ -109,6 +109,8 @@ def test_adaptive_bench_report(model):
     rows = {r["name"]: r for r in rep["rows"]}
     fixed = [rows[f"fixed {d}"] for d in (1, 2, 3)]
     assert [r["steps_mean"] for r in fixed] == [1.0, 2.0, 3.0]
+    assert [r["steps_histogram"] for r in fixed] == [[24, 0, 0], [0, 24, 0], [0, 0, 24]]
+    assert all(sum(r["steps_histogram"]) == r["tokens"] == 24 for r in rep["rows"])
     assert fixed[0]["gflops_per_token"] < fixed[1]["gflops_per_token"] < fixed[2]["gflops_per_token"]
     assert rows["fixed 3"]["argmax_agreement"] == 1.0 and rows["fixed 3"]["greedy_agreement"] == 1.0
     assert rows["fixed 3"]["ppl_ratio_vs_deepest"] == 1.0

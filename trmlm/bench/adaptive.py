@@ -118,6 +118,7 @@ def summarize(ex: Exit, run: dict[str, Any], model: TRMLanguageModel, chars_per_
             "steps_mean": float(steps.mean()), "steps_p50": float(steps.quantile(0.5)),
             "steps_p90": float(steps.quantile(0.9)), "steps_max": float(steps.max()),
             "steps_spent_mean": float(spent.float().mean()),
+            "steps_histogram": torch.bincount(run["steps"], minlength=max_steps + 1)[1:].tolist(),  # tokens at 1..N_sup
             "gflops_per_token": float(flops.mean()) / 1e9, "kv_bytes_per_token": bytes_per_token,
             "tokens_per_s": n / run["seconds"], "tokens": n}
 
