@@ -78,6 +78,8 @@ def test_bench_bad_input_is_one_line(ckpt, tmp_path):
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "nope"]), "unknown LM preset")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny",
                                               "--prefix-lengths", "0"]), "--prefix-lengths")
+    assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny",
+                                              "--prefix-lengths", "64,100000"]), "--prefix-lengths")
     transformer = tmp_path / "tf"
     res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--model", "transformer", "--out",
                               str(transformer), "--quiet", "--set", "train.train_steps=1"])

@@ -22,6 +22,7 @@ from trmlm.lm.model import TRMLanguageModel, TransformerLM
 from trmlm.lm.stepsync import StepCaches
 
 PREFIXES = [64, 128, 256, 512, 1024]
+MAX_PREFIX = 32768   # an oversized request is an error, not an hour of decoding
 DEPTHS = [(1, 1, 1), (3, 2, 1), (8, 4, 2), (16, 6, 3)]   # (N_sup, n, T) for the KV-bytes table
 
 
@@ -120,8 +121,8 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
                      gpt2: bool = True, console: Console | None = None, progress: bool = True) -> dict[str, Any]:
     """TRM (full depth N_sup, and 1 step) and the equal-FLOPs GPT-2 at every prefix length, batch 1."""
     prefixes = sorted(prefixes or PREFIXES)
-    if prefixes[0] < 1 or tokens < 1:
-        raise TRMError("--prefix-lengths must be >= 1 and --tokens >= 1")
+    if prefixes[0] < 1 or prefixes[-1] > MAX_PREFIX or tokens < 1:
+        raise TRMError(f"--prefix-lengths must lie in 1..{MAX_PREFIX} and --decode-tokens be >= 1")
     if cfg.arch != "trm":
         raise TRMError("--decode benchmarks the TRM architecture; give a TRM checkpoint or preset")
     context = prefixes[-1] + warmup + tokens
