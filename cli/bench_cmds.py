@@ -84,7 +84,7 @@ def bench_cmd(
             preset_file = configs_dir() / f"{preset}.yaml"
             if not preset_file.is_file():
                 raise TRMError(f"unknown LM preset {preset!r}")
-            cfg = load_lm_config(preset, [], ["net.vocab_size=65"], configs_dir())  # char vocab of the corpus
+            cfg = load_lm_config(preset, [], [], configs_dir())  # the preset's vocabulary size
         bench_decode(decode_config(checkpoint, cfg), prefixes, decode_tokens, not no_gpt2, out_dir, console, progress)
     if train_step:
         from puzzles.throughput import run_train_step_bench

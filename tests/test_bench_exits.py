@@ -135,7 +135,7 @@ def test_kv_bytes_do_not_grow_with_depth():
 
 def test_decode_bench_gpt2_has_equal_flops():
     pytest.importorskip("transformers")
-    rep = run_decode_bench(tiny_cfg(seq_len=8), prefixes=[4, 8], tokens=2, warmup=1, progress=False)
+    rep = run_decode_bench(tiny_cfg(seq_len=8), prefixes=[4, 8], tokens=2, warmup=1, progress=False, rounds=2)
     assert [r["prefix"] for r in rep["rows"]] == [4, 8]
     for r in rep["rows"]:
         assert r["trm_full_ms"] > 0 and r["gpt2_ms"] > 0
