@@ -118,7 +118,6 @@ def _solved(mod, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> n
 
 def _read_puzzle_arg(puzzle: str) -> str:
     if puzzle == "-":
-        import sys
         return sys.stdin.read()
     path = Path(puzzle)
     if len(puzzle) < 256 and path.is_file():

@@ -6,6 +6,21 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session")
+def lm_ckpt(tmp_path_factory) -> Path:
+    """A tiny TRM language-model checkpoint (lm-tiny, 4 optimizer steps), shared read-only by the
+    LM and bench CLI tests."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    out = tmp_path_factory.mktemp("lm") / "tiny"
+    res = CliRunner().invoke(app, ["train-lm", "--preset", "lm-tiny", "--out", str(out), "--quiet",
+                                   "--set", "train.train_steps=4"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
 @pytest.fixture
 def shared_data_dir() -> Path:
     """The shared data directory ($TRM_SHARED_DATA, else shared/data beside the checkout); skips if absent."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,19 +15,10 @@ torch.set_num_threads(1)
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--out", str(out), "--quiet",
-                              "--set", "train.train_steps=4"])
-    assert res.exit_code == 0, res.output
-    return out
-
-
-def test_adaptive_compute_writes_report_and_plots(ckpt, tmp_path):
+def test_adaptive_compute_writes_report_and_plots(lm_ckpt, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "b"
-    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt), "--tokens", "64",
+    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt), "--tokens", "64",
                               "--thresholds", "0.2,0.8", "--kl-eps", "0.05", "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert "fixed 2" in res.stdout and "oracle" in res.stdout
@@ -40,10 +30,10 @@ def test_adaptive_compute_writes_report_and_plots(ckpt, tmp_path):
         assert (out / name).stat().st_size > 1000
 
 
-def test_adaptive_compute_on_a_given_text_file(ckpt, tmp_path):
+def test_adaptive_compute_on_a_given_text_file(lm_ckpt, tmp_path):
     text = tmp_path / "held.txt"
     text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 2)
-    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt), "--data", str(text),
+    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt), "--data", str(text),
                               "--tokens", "32", "--thresholds", "0.5", "--out", str(tmp_path / "b"), "--quiet"])
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "b" / "report.json").read_text())
@@ -60,20 +50,20 @@ def test_decode_bench_on_a_preset(tmp_path):
     assert "KV cache bytes per token" in res.stdout
 
 
-def test_bench_bad_input_is_one_line(ckpt, tmp_path):
+def test_bench_bad_input_is_one_line(lm_ckpt, tmp_path):
     assert_one_line_error(runner.invoke(app, ["bench"]), "choose at least one")
     assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute"]), "--checkpoint")
     assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint",
                                               str(tmp_path / "none")]), "none")
-    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt),
                                               "--thresholds", "a,b"]), "--thresholds")
-    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt),
                                               "--thresholds", "1.5"]), "--thresholds")
-    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt),
                                               "--data", str(tmp_path / "missing.txt")]), "no such file")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt),
+    assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt),
                                               "--data", str(empty)]), "fewer than 2 tokens")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "nope"]), "unknown LM preset")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny",

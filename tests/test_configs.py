@@ -1,6 +1,5 @@
 """Every YAML preset loads into its dataclasses; paper presets run one training step on CPU."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from trmlm.config import TRMConfig
 from trmlm.flops import f_forward_flops
-from trmlm.layers import AttnContext
 from trmlm.puzzle_model import TRMPuzzleModel
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,25 +17,16 @@ torch.set_num_threads(1)
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lm") / "tiny"
-    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--out", str(out), "--quiet",
-                              "--set", "train.train_steps=4"])
-    assert res.exit_code == 0, res.output
-    return out
-
-
-def test_train_lm_writes_a_complete_checkpoint(ckpt):
-    names = {p.name for p in ckpt.iterdir()}
+def test_train_lm_writes_a_complete_checkpoint(lm_ckpt):
+    names = {p.name for p in lm_ckpt.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json"} <= names
-    meta = json.loads((ckpt / "meta.json").read_text())
+    meta = json.loads((lm_ckpt / "meta.json").read_text())
     assert meta["step"] == 4 and meta["arch"] == "trm"
     assert 0 < meta["metrics"]["bpc_sequential"] < 10
 
 
-def test_generate_streams_text_and_stats(ckpt):
-    res = runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--prompt", "ROMEO:",
+def test_generate_streams_text_and_stats(lm_ckpt):
+    res = runner.invoke(app, ["generate", "--checkpoint", str(lm_ckpt), "--prompt", "ROMEO:",
                               "--max-new-tokens", "12", "--seed", "1", "--show-steps"])
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("ROMEO:")
@@ -44,17 +34,17 @@ def test_generate_streams_text_and_stats(ckpt):
     assert "tokens/s" in res.stderr and "mean steps/token" in res.stderr
 
 
-def test_generate_with_per_step_cache(ckpt):
-    res = runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--prompt", "ROMEO:",
+def test_generate_with_per_step_cache(lm_ckpt):
+    res = runner.invoke(app, ["generate", "--checkpoint", str(lm_ckpt), "--prompt", "ROMEO:",
                               "--max-new-tokens", "8", "--cache", "per-step", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["samples"][0]["tokens"] == 8
-    one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--prompt", "A",
+    one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(lm_ckpt), "--prompt", "A",
                                        "--cache", "huge"]), "--cache")
 
 
-def test_generate_json_is_reproducible(ckpt):
-    args = ["generate", "--checkpoint", str(ckpt), "--prompt", "ROMEO:", "--max-new-tokens", "10",
+def test_generate_json_is_reproducible(lm_ckpt):
+    args = ["generate", "--checkpoint", str(lm_ckpt), "--prompt", "ROMEO:", "--max-new-tokens", "10",
             "--json", "--seed", "7", "--temperature", "1.0", "--num-samples", "2"]
     a, b = runner.invoke(app, args), runner.invoke(app, args)
     assert a.exit_code == 0, a.output
@@ -64,8 +54,8 @@ def test_generate_json_is_reproducible(ckpt):
     assert len(ja["samples"]) == 2 and all(s["tokens"] == 10 for s in ja["samples"])
 
 
-def test_eval_lm_reports_sequential_and_parallel(ckpt):
-    res = runner.invoke(app, ["eval-lm", "--checkpoint", str(ckpt), "--tokens", "64",
+def test_eval_lm_reports_sequential_and_parallel(lm_ckpt):
+    res = runner.invoke(app, ["eval-lm", "--checkpoint", str(lm_ckpt), "--tokens", "64",
                               "--parallel-tokens", "64", "--json", "--max-steps", "1", "--no-halting"])
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
@@ -97,21 +87,21 @@ def one_line_error(res, fragment: str) -> None:
     ("ROMEO " * 10, "does not fit"),   # lm-tiny context is 32 tokens
     ("ROMEO ✓", "not in the tokenizer"),
 ])
-def test_bad_prompt(ckpt, prompt, fragment):
-    res = runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--prompt", prompt])
+def test_bad_prompt(lm_ckpt, prompt, fragment):
+    res = runner.invoke(app, ["generate", "--checkpoint", str(lm_ckpt), "--prompt", prompt])
     one_line_error(res, fragment)
 
 
-def test_missing_and_corrupt_checkpoint(ckpt, tmp_path):
+def test_missing_and_corrupt_checkpoint(lm_ckpt, tmp_path):
     one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(tmp_path / "nope"),
                                        "--prompt", "A"]), "not found")
     bad = tmp_path / "bad"
-    shutil.copytree(ckpt, bad)
+    shutil.copytree(lm_ckpt, bad)
     (bad / "model.safetensors").write_bytes(b"garbage")
     one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(bad), "--prompt", "A"]),
                    "corrupt checkpoint weights")
     bad_tok = tmp_path / "badtok"
-    shutil.copytree(ckpt, bad_tok)
+    shutil.copytree(lm_ckpt, bad_tok)
     (bad_tok / "tokenizer.json").write_text("{oops")
     one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(bad_tok), "--prompt", "A"]),
                    "corrupt tokenizer")
@@ -120,8 +110,8 @@ def test_missing_and_corrupt_checkpoint(ckpt, tmp_path):
                    "no tokenizer.json")
 
 
-def test_bad_options_and_config(ckpt, tmp_path):
-    one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--prompt", "A",
+def test_bad_options_and_config(lm_ckpt, tmp_path):
+    one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(lm_ckpt), "--prompt", "A",
                                        "--max-steps", "99"]), "N_sup")
     one_line_error(runner.invoke(app, ["train-lm", "--preset", "nope"]), "unknown preset")
     one_line_error(runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--set", "net.d_modle=3"]),

@@ -14,7 +14,6 @@ from rich.table import Table
 
 from trmlm.bench.common import decode_flops_per_token, hardware
 from trmlm.errors import TRMError
-from trmlm.flops import f_forward_flops
 from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
 from trmlm.lm.decode import HaltPolicy, decode_step
