@@ -65,6 +65,10 @@ def test_bench_bad_input_is_one_line(lm_ckpt, tmp_path):
     empty.write_text("")
     assert_one_line_error(runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt),
                                               "--data", str(empty)]), "fewer than 2 tokens")
+    alien = tmp_path / "alien.txt"
+    alien.write_text("\u4e2d\u6587\u4e2d\u6587")
+    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt), "--data", str(alien)])
+    assert res.exit_code == 2 and "Traceback" not in res.output and res.stderr.startswith("error: ")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "nope"]), "unknown LM preset")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny",
                                               "--prefix-lengths", "0"]), "--prefix-lengths")
