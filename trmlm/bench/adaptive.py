@@ -16,7 +16,7 @@ from torch import Tensor
 from trmlm.bench.common import decode_flops_per_token, hardware
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import HaltPolicy, decode_step, prefill
+from trmlm.lm.decode import HaltPolicy, decode_step, prefill, run_token_by_token
 from trmlm.lm.exits import ArgmaxExit, KLExit, OracleExit, RandomExit
 from trmlm.lm.model import TRMLanguageModel
 
@@ -65,29 +65,38 @@ def exits_for(max_steps: int, s: AdaptiveSettings) -> list[Exit]:
     return rows
 
 
+def _told_targets(targets: Tensor):
+    """decode_step for the oracle: before each token it is told that token's true successor
+    (targets (L, 1), in order)."""
+    it = iter(targets)
+
+    def step(model, cache, token, policy):
+        policy.target = next(it)
+        return decode_step(model, cache, token, policy)
+
+    return step
+
+
 @torch.no_grad()
 def run_exit(model: TRMLanguageModel, windows: Tensor, rule: HaltPolicy) -> dict[str, Tensor | float]:
     """Teacher-forced sequential decoding of windows (W, L + 1) at batch 1 with the commit-last
-    cache: per predicted token its NLL (nats), argmax, steps and attended keys; wall seconds."""
-    nll, top, steps, keys = [], [], [], []
+    cache (decode.run_token_by_token): per predicted token its NLL (nats), argmax, steps and
+    attended keys; wall seconds."""
+    nll, top, steps = [], [], []
     seconds = 0.0
+    L = windows.shape[1] - 1
     for w in windows:
-        w = w[None]  # (1, L + 1)
-        L = w.shape[1] - 1
-        cache = KVCache.for_model(model, 1, L)
+        step_fn = _told_targets(w[1:, None]) if isinstance(rule, OracleExit) else decode_step
         t0 = time.perf_counter()
-        for i in range(L):
-            if isinstance(rule, OracleExit):
-                rule.target = w[:, i + 1]
-            out = decode_step(model, cache, w[:, i], rule)
-            logp = torch.log_softmax(out.logits.float(), dim=-1)  # (1, V)
-            nll.append(-logp[0, w[0, i + 1]])
-            top.append(out.logits[0].argmax())
-            steps.append(out.steps[0])
-            keys.append(i + 1)  # committed prefix + its own live entry
+        logits, s = run_token_by_token(step_fn, model, KVCache.for_model(model, 1, L), w[None, :-1], rule)
         seconds += time.perf_counter() - t0
-    return {"nll": torch.stack(nll), "argmax": torch.stack(top), "steps": torch.stack(steps),
-            "keys": torch.tensor(keys), "seconds": seconds}
+        logp = torch.log_softmax(logits[0].float(), dim=-1)  # (L, V)
+        nll.append(-logp.gather(-1, w[1:, None])[:, 0])
+        top.append(logits[0].argmax(-1))
+        steps.append(s[0])
+    keys = torch.arange(1, L + 1).repeat(windows.shape[0])  # committed prefix + its own live entry
+    return {"nll": torch.cat(nll), "argmax": torch.cat(top), "steps": torch.cat(steps), "keys": keys,
+            "seconds": seconds}
 
 
 @torch.no_grad()
