@@ -43,13 +43,15 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
     ys = [state.y]
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
+    policy.begin(B, x.device)
     for s in range(1, policy.max_steps + 1):
         new = model.refine(state, x, position, caches.levels[s - 1].prefix(), None, grad="none")
         state = state.where(active, new)
         steps += active.long()
         ys.append(state.y)
-        if policy.threshold is not None and s >= policy.min_steps:
-            active = active & (torch.sigmoid(model.halt_logit(state.y)[:, 0]) < policy.threshold)
+        halt = policy.halt(s, state.y, model)  # the halting rule decode.refine_token applies
+        if halt is not None:
+            active = active & ~halt
         if not bool(active.any()):
             break
     for s, level in enumerate(caches.levels):
