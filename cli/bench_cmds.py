@@ -42,6 +42,7 @@ def bench_cmd(
     lm_batch: int = typer.Option(0, help="LM windows per training step (--train-step; 0 = 16, lm-paper 1 window cut to 1 supervision step)."),
     presets: str = typer.Option("", help="Comma-separated presets for --train-step (default: the paper Sudoku configs, sudoku-cpu, lm-shakespeare-cpu, lm-paper)."),
     steps: int = typer.Option(3, help="Timed training steps per config (--train-step; the median is kept)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda for --adaptive-compute and --decode (fp32; timings synchronize CUDA). --train-step measures the CPU."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -62,7 +63,7 @@ def bench_cmd(
         raise TRMError("choose at least one of --adaptive-compute, --decode, --train-step")
     if out_dir.exists() and not out_dir.is_dir():
         raise TRMError(f"--out {out_dir} is a file, not a directory")
-    resolve_runtime("cpu", "float32", threads)
+    rt = resolve_runtime(device, "float32", threads)
     progress = not quiet
     console = out if out.is_terminal else Console(highlight=False, width=200)  # tables unwrapped in files
     if adaptive_compute:
@@ -73,7 +74,7 @@ def bench_cmd(
             raise TRMError("--adaptive-compute needs --checkpoint DIR (a TRM trained with `trm train-lm`)")
         settings = AdaptiveSettings(thresholds=_numbers(thresholds, float, "--thresholds"),
                                     kl_eps=_numbers(kl_eps, float, "--kl-eps"))
-        bench_adaptive(checkpoint, data, tokens, settings, out_dir, console, progress)
+        bench_adaptive(checkpoint, data, tokens, settings, out_dir, console, progress, rt.device)
     if decode:
         from trmlm.bench.run import bench_decode, decode_config
         from trmlm.lm.config import load_lm_config
@@ -85,7 +86,8 @@ def bench_cmd(
             if not preset_file.is_file():
                 raise TRMError(f"unknown LM preset {preset!r}")
             cfg = load_lm_config(preset, [], [], configs_dir())  # the preset's vocabulary size
-        bench_decode(decode_config(checkpoint, cfg), prefixes, decode_tokens, not no_gpt2, out_dir, console, progress)
+        bench_decode(decode_config(checkpoint, cfg), prefixes, decode_tokens, not no_gpt2, out_dir, console,
+                     progress, rt.device)
     if train_step:
         from puzzles.throughput import run_train_step_bench
 

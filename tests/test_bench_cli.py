@@ -70,6 +70,8 @@ def test_bench_bad_input_is_one_line(lm_ckpt, tmp_path):
     res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(lm_ckpt), "--data", str(alien)])
     assert res.exit_code == 2 and "Traceback" not in res.output and res.stderr.startswith("error: ")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "nope"]), "unknown LM preset")
+    if not torch.cuda.is_available():
+        assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--device", "cuda"]), "no CUDA GPU")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny",
                                               "--prefix-lengths", "0"]), "--prefix-lengths")
     assert_one_line_error(runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny",

@@ -31,3 +31,22 @@ def test_bf16_step_close_to_fp32(mixer):
     assert abs(bf16.loss.item() - fp32.loss.item()) < 0.05 * fp32.loss.item()
     bf16.loss.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_bench_decode_and_adaptive_on_cuda():
+    """`trm bench` times CUDA decoding with synchronisation and gets the same NLL as on CPU."""
+    from tests.test_bench_exits import tiny_cfg
+    from trmlm.bench.adaptive import run_exit
+    from trmlm.bench.decode_speed import run_decode_bench
+    from trmlm.lm.decode import HaltPolicy
+    from trmlm.lm.model import TRMLanguageModel
+
+    rep = run_decode_bench(tiny_cfg(seq_len=8), prefixes=[4, 8], tokens=2, warmup=1, progress=False,
+                           rounds=1, device="cuda", gpt2=False)
+    assert rep["hardware"]["device"] == "cuda" and all(r["trm_full_ms"] > 0 for r in rep["rows"])
+    torch.manual_seed(0)
+    model = TRMLanguageModel(tiny_cfg()).eval()
+    windows = torch.randint(0, 11, (2, 9))
+    cpu = run_exit(model, windows, HaltPolicy.fixed(3))  # fixed depth: no threshold to flip
+    gpu = run_exit(model.cuda(), windows, HaltPolicy.fixed(3))
+    torch.testing.assert_close(gpu["nll"], cpu["nll"], atol=1e-3, rtol=1e-3)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor
 
-from trmlm.bench.common import decode_flops_per_token, hardware
+from trmlm.bench.common import decode_flops_per_token, hardware, sync
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
 from trmlm.lm.decode import HaltPolicy, decode_step, prefill, run_token_by_token
@@ -85,18 +85,21 @@ def run_exit(model: TRMLanguageModel, windows: Tensor, rule: HaltPolicy) -> dict
     nll, top, steps = [], [], []
     seconds = 0.0
     L = windows.shape[1] - 1
-    for w in windows:
+    device = next(model.parameters()).device
+    for w in windows.to(device):
         step_fn = _told_targets(w[1:, None]) if isinstance(rule, OracleExit) else decode_step
+        sync(device)
         t0 = time.perf_counter()
         logits, s = run_token_by_token(step_fn, model, KVCache.for_model(model, 1, L), w[None, :-1], rule)
+        sync(device)
         seconds += time.perf_counter() - t0
         logp = torch.log_softmax(logits[0].float(), dim=-1)  # (L, V)
         nll.append(-logp.gather(-1, w[1:, None])[:, 0])
         top.append(logits[0].argmax(-1))
         steps.append(s[0])
     keys = torch.arange(1, L + 1).repeat(windows.shape[0])  # committed prefix + its own live entry
-    return {"nll": torch.cat(nll), "argmax": torch.cat(top), "steps": torch.cat(steps), "keys": keys,
-            "seconds": seconds}
+    return {"nll": torch.cat(nll).cpu(), "argmax": torch.cat(top).cpu(), "steps": torch.cat(steps).cpu(),
+            "keys": keys, "seconds": seconds}
 
 
 @torch.no_grad()
@@ -104,13 +107,13 @@ def greedy_continuations(model: TRMLanguageModel, prompts: Tensor, rule: HaltPol
     """Greedy continuation (B, new_tokens) of prompts (B, P), sequential prefill, per-sequence exits."""
     B, P = prompts.shape
     cache = KVCache.for_model(model, B, P + new_tokens)
-    out, _ = prefill(model, cache, prompts, rule)
+    out, _ = prefill(model, cache, prompts.to(cache.k.device), rule)
     tokens = []
     for j in range(new_tokens):
         tokens.append(out.logits.argmax(-1))
         if j < new_tokens - 1:
             out = decode_step(model, cache, tokens[-1], rule)
-    return torch.stack(tokens, 1)
+    return torch.stack(tokens, 1).cpu()
 
 
 def summarize(ex: Exit, run: dict[str, Any], model: TRMLanguageModel, chars_per_token: float,
@@ -218,7 +221,8 @@ def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token
         "mean_steps_at_most_half_max": op["steps_mean"] <= 0.5 * max_steps,
         "better_than_random_same_mean_depth": op["beats_random"],
     }
-    return {"benchmark": "adaptive_compute", "hardware": hardware(), "max_steps": max_steps,
+    return {"benchmark": "adaptive_compute", "hardware": hardware(next(model.parameters()).device),
+            "max_steps": max_steps,
             "eval_tokens": per_exit, "windows": list(windows.shape), "chars_per_token": chars_per_token,
             "greedy": {"prompts": n_prompts, "prompt_tokens": prompt_len, "new_tokens": new_tokens},
             "operating_point": op["name"], "random_control": op["random_same_mean"], "rows": rows,

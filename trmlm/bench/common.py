@@ -16,9 +16,9 @@ from trmlm.config import TRMConfig
 from trmlm.flops import f_forward_flops
 
 
-def hardware() -> dict[str, Any]:
-    """The machine a figure was measured on (every report embeds this)."""
-    info: dict[str, Any] = {"device": "cpu", "cpu": _cpu_name(), "cores": os.cpu_count(),
+def hardware(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The machine a figure was measured on (every report embeds this); `device` ran the timed work."""
+    info: dict[str, Any] = {"device": torch.device(device).type, "cpu": _cpu_name(), "cores": os.cpu_count(),
                             "threads": torch.get_num_threads(), "torch": torch.__version__,
                             "python": platform.python_version(),
                             "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -35,6 +35,12 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work before reading a clock (CUDA is asynchronous; a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def write_json(path: Path, report: dict[str, Any]) -> Path:

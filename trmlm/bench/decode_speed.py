@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trmlm.bench.common import decode_flops_per_token, hardware
+from trmlm.bench.common import decode_flops_per_token, hardware, sync
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
@@ -34,8 +34,8 @@ def fill_prefix(cache: KVCache, length: int, generator: torch.Generator) -> None
     """Commit `length` positions of random (K, V): decode time depends on the prefix length, not on
     its values, and prefilling 1024 tokens through the recursion would only slow the benchmark."""
     L, B, H, _, Dh = cache.k.shape
-    kvs = [(torch.randn(B, H, length, Dh, generator=generator), torch.randn(B, H, length, Dh, generator=generator))
-           for _ in range(L)]
+    kvs = [(torch.randn(B, H, length, Dh, generator=generator).to(cache.k),
+            torch.randn(B, H, length, Dh, generator=generator).to(cache.k)) for _ in range(L)]
     cache.commit(kvs)
 
 
@@ -45,12 +45,15 @@ def time_trmlm(model: TRMLanguageModel | TransformerLM, prefix: int, tokens: int
     """Median seconds per decoded token at batch 1 after `prefix` committed positions."""
     cache = KVCache.for_model(model, 1, prefix + warmup + tokens)
     fill_prefix(cache, prefix, torch.Generator().manual_seed(prefix))
-    token = torch.zeros(1, dtype=torch.long)
+    device = cache.k.device
+    token = torch.zeros(1, dtype=torch.long, device=device)
     times = []
     for i in range(warmup + tokens):
+        sync(device)
         t0 = time.perf_counter()
         out = decode_step(model, cache, token, policy)
         token = out.logits.argmax(-1)
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -77,16 +80,19 @@ def gpt2_equal_flops(cfg: LMConfig, context: int):
 @torch.no_grad()
 def time_gpt2(model, prefix: int, tokens: int, warmup: int) -> float:
     """Median seconds per token of GPT-2 decoding with its own KV cache (past_key_values), batch 1."""
+    device = next(model.parameters()).device
     ids = torch.randint(0, model.config.vocab_size, (1, prefix), generator=torch.Generator().manual_seed(prefix))
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids.to(device), use_cache=True)
     past = out.past_key_values
     token = out.logits[:, -1].argmax(-1, keepdim=True)
     times = []
     for i in range(warmup + tokens):
+        sync(device)
         t0 = time.perf_counter()
         out = model(input_ids=token, past_key_values=past, use_cache=True)
         past = out.past_key_values
         token = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -118,7 +124,7 @@ def kv_bytes_table(cfg: LMConfig, tokens: int = 8) -> list[dict[str, Any]]:
 
 def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: int = 32, warmup: int = 4,
                      gpt2: bool = True, console: Console | None = None, progress: bool = True,
-                     rounds: int = 3) -> dict[str, Any]:
+                     rounds: int = 3, device: torch.device | str = "cpu") -> dict[str, Any]:
     """TRM (full depth N_sup, and 1 step) and the equal-FLOPs GPT-2 at every prefix length, batch 1:
     per model the best of `rounds` interleaved medians over `tokens` timed tokens."""
     prefixes = sorted(prefixes or PREFIXES)
@@ -129,10 +135,12 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
     context = prefixes[-1] + warmup + tokens
     cfg = with_context(cfg, context)
     torch.manual_seed(0)
-    trm = TRMLanguageModel(cfg).eval()
+    trm = TRMLanguageModel(cfg).eval().to(device)
     n_sup = cfg.net.max_sup_steps
     policies = {"trm_full": HaltPolicy.fixed(n_sup), "trm_1step": HaltPolicy.fixed(1)}
     baseline, g_layers = gpt2_equal_flops(cfg, context) if gpt2 else (None, 0)
+    if baseline is not None:
+        baseline.to(device)
     rows = []
     columns = [TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=not progress) as bar:
@@ -160,7 +168,7 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
             bar.advance(task)
     first, last = rows[0], rows[-1]
     kv = kv_bytes_table(cfg)
-    report = {"benchmark": "decode", "hardware": hardware(), "batch": 1, "timed_tokens": tokens, "rounds": rounds,
+    report = {"benchmark": "decode", "hardware": hardware(device), "batch": 1, "timed_tokens": tokens, "rounds": rounds,
               "warmup_tokens": warmup, "weights": "random (decode time does not depend on them)",
               "trm": {"d_model": cfg.net.d_model, "n_layers": cfg.net.n_layers, "n": cfg.net.n_latent,
                       "T": cfg.net.n_cycles, "N_sup": n_sup, "params": trm.num_parameters(),

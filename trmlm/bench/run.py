@@ -40,7 +40,7 @@ def heldout_ids(lm, data_file: Path | None) -> tuple[np.ndarray, float, str]:
 
 
 def bench_adaptive(checkpoint: Path, data_file: Path | None, tokens: int, settings: AdaptiveSettings,
-                   out_dir: Path, console: Console, progress: bool = True) -> dict[str, Any]:
+                   out_dir: Path, console: Console, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """--adaptive-compute: report.json, pareto.png, steps_hist.png, heatmap.png in out_dir; tables to
     `console`, progress to stderr."""
     if tokens < 1:
@@ -48,7 +48,7 @@ def bench_adaptive(checkpoint: Path, data_file: Path | None, tokens: int, settin
     lm = load_lm(checkpoint)
     ids, cpt, source = heldout_ids(lm, data_file)
     windows = eval_windows(ids, lm.cfg.context, tokens)
-    report = run_adaptive_bench(lm.model, windows, cpt, settings, console=Console(stderr=True),
+    report = run_adaptive_bench(lm.model.to(device), windows, cpt, settings, console=Console(stderr=True),
                                 progress=progress)
     steps = report.pop("_steps")
     report.update(checkpoint=str(checkpoint), data=source, parameters=lm.model.num_parameters(),
@@ -90,10 +90,10 @@ def decode_config(checkpoint: Path | None, preset_cfg: LMConfig | None) -> LMCon
 
 
 def bench_decode(cfg: LMConfig, prefixes: list[int] | None, tokens: int, gpt2: bool, out_dir: Path,
-                 console: Console, progress: bool = True) -> dict[str, Any]:
+                 console: Console, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     """--decode: decode.json in out_dir."""
-    report = run_decode_bench(cfg, prefixes, tokens, gpt2=gpt2,
-                              console=Console(stderr=True), progress=progress)
+    report = run_decode_bench(cfg, prefixes, tokens, gpt2=gpt2, console=Console(stderr=True),
+                              progress=progress, device=device)
     print_decode_tables(report, console)
     console.print(f"wrote {write_json(out_dir / 'decode.json', report)}")
     return report
