@@ -49,4 +49,4 @@ def test_bench_decode_and_adaptive_on_cuda():
     windows = torch.randint(0, 11, (2, 9))
     cpu = run_exit(model, windows, HaltPolicy.fixed(3))  # fixed depth: no threshold to flip
     gpu = run_exit(model.cuda(), windows, HaltPolicy.fixed(3))
-    torch.testing.assert_close(gpu["nll"], cpu["nll"], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(gpu["nll"], cpu["nll"], atol=2e-2, rtol=2e-2)  # TF32 may be on (resolve_runtime)
