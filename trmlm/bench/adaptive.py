@@ -17,10 +17,10 @@ from trmlm.bench.common import decode_flops_per_token, hardware, sync
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
 from trmlm.lm.decode import HaltPolicy, decode_step, prefill, run_token_by_token
+from trmlm.lm.evaluate import bits_per_char
 from trmlm.lm.exits import ArgmaxExit, KLExit, OracleExit, RandomExit
 from trmlm.lm.model import TRMLanguageModel
 
-LN2 = math.log(2.0)
 PPL_TOLERANCE = 1.01   # target: <= 1% worse sequential perplexity than the deepest fixed depth
 
 
@@ -126,7 +126,7 @@ def summarize(ex: Exit, run: dict[str, Any], model: TRMLanguageModel, chars_per_
     nll = float(run["nll"].mean())
     n = int(run["nll"].numel())
     return {"name": ex.name, "kind": ex.kind, "param": ex.param, "nll": nll,
-            "bpc": nll / LN2 / chars_per_token, "ppl": math.exp(nll),
+            "bpc": bits_per_char(nll, chars_per_token), "ppl": math.exp(nll),
             "steps_mean": float(steps.mean()), "steps_p50": float(steps.quantile(0.5)),
             "steps_p90": float(steps.quantile(0.9)), "steps_max": float(steps.max()),
             "steps_spent_mean": float(spent.float().mean()),

@@ -39,24 +39,33 @@ def fill_prefix(cache: KVCache, length: int, generator: torch.Generator) -> None
     cache.commit(kvs)
 
 
+def median_seconds_per_token(decode_one, warmup: int, tokens: int, device: torch.device) -> float:
+    """Median wall seconds of `decode_one()` (one token) over `tokens` calls after `warmup` calls;
+    CUDA is synchronized around each so the clock sees the work."""
+    times = []
+    for i in range(warmup + tokens):
+        sync(device)
+        t0 = time.perf_counter()
+        decode_one()
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 @torch.no_grad()
 def time_trmlm(model: TRMLanguageModel | TransformerLM, prefix: int, tokens: int, warmup: int,
                policy: HaltPolicy) -> float:
     """Median seconds per decoded token at batch 1 after `prefix` committed positions."""
     cache = KVCache.for_model(model, 1, prefix + warmup + tokens)
     fill_prefix(cache, prefix, torch.Generator().manual_seed(prefix))
-    device = cache.k.device
-    token = torch.zeros(1, dtype=torch.long, device=device)
-    times = []
-    for i in range(warmup + tokens):
-        sync(device)
-        t0 = time.perf_counter()
-        out = decode_step(model, cache, token, policy)
-        token = out.logits.argmax(-1)
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    token = torch.zeros(1, dtype=torch.long, device=cache.k.device)
+
+    def decode_one() -> None:
+        nonlocal token
+        token = decode_step(model, cache, token, policy).logits.argmax(-1)
+
+    return median_seconds_per_token(decode_one, warmup, tokens, cache.k.device)
 
 
 def gpt2_equal_flops(cfg: LMConfig, context: int):
@@ -83,19 +92,14 @@ def time_gpt2(model, prefix: int, tokens: int, warmup: int) -> float:
     device = next(model.parameters()).device
     ids = torch.randint(0, model.config.vocab_size, (1, prefix), generator=torch.Generator().manual_seed(prefix))
     out = model(input_ids=ids.to(device), use_cache=True)
-    past = out.past_key_values
-    token = out.logits[:, -1].argmax(-1, keepdim=True)
-    times = []
-    for i in range(warmup + tokens):
-        sync(device)
-        t0 = time.perf_counter()
+    past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+
+    def decode_one() -> None:
+        nonlocal past, token
         out = model(input_ids=token, past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+
+    return median_seconds_per_token(decode_one, warmup, tokens, device)
 
 
 def gpt2_flops_per_token(model, keys: int) -> float:
