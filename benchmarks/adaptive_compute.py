@@ -7,7 +7,7 @@
 
 import sys
 
-from cli.main import app
+from trmlm.cli.main import app
 
 if __name__ == "__main__":
     app(["bench", "--adaptive-compute", "--out", "benchmarks/results/adaptive", *sys.argv[1:]])

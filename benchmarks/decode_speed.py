@@ -8,7 +8,7 @@ Extra arguments go to `trm bench` (e.g. --preset lm-paper --prefix-lengths 64,10
 
 import sys
 
-from cli.main import app
+from trmlm.cli.main import app
 
 if __name__ == "__main__":
     app(["bench", "--decode", "--out", "benchmarks/results", *sys.argv[1:]])

@@ -28,7 +28,7 @@ BASE = ["train-puzzle", "sudoku", "--preset", "sudoku-tiny", "--quiet", "--set",
 
 def trm(args: list[str], wait: bool = True):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "cli.main", *args]
+    cmd = [sys.executable, "-m", "trmlm.cli.main", *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

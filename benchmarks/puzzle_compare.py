@@ -23,11 +23,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import configs_dir
-from puzzles.run import get_task, resolve_config
+from trmlm.cli.common import configs_dir
+from trmlm.puzzles.run import get_task, resolve_config
 from trmlm.configtools import to_dict
-from trmlm.models import build_puzzle_model
-from trmlm.puzzle_train import run_config_dict, train_puzzle
+from trmlm.puzzle.registry import build_puzzle_model
+from trmlm.puzzle.train import run_config_dict, train_puzzle
 
 PRESETS = {"sudoku": "sudoku-cpu", "maze": "maze-cpu"}
 # name -> model-config changes from the CPU preset. HRM: two 4-block nets, H_cycles = L_cycles = 2

@@ -31,7 +31,7 @@ def main() -> None:
     run_dir = args.from_run
     if run_dir is None:
         run_dir = Path("runs") / f"{args.preset}-curve"
-        cmd = [sys.executable, "-m", "cli.main", "train-puzzle", "sudoku", "--preset", args.preset,
+        cmd = [sys.executable, "-m", "trmlm.cli.main", "train-puzzle", "sudoku", "--preset", args.preset,
                "--out", str(run_dir), "--set", f"train.threads={args.threads}"]
         subprocess.run(cmd, check=True)
     curve = json.loads((run_dir / "curve.json").read_text())

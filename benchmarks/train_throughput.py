@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from puzzles.throughput import LM_PRESETS, PUZZLE_PRESETS, run_train_step_bench
+from trmlm.puzzles.throughput import LM_PRESETS, PUZZLE_PRESETS, run_train_step_bench
 
 
 def main() -> None:

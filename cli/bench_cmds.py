@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cli.common import configs_dir, out, user_errors
+from trmlm.cli.common import configs_dir, out, user_errors
 from trmlm.errors import TRMError
 
 DEFAULT_LM_PRESET = "lm-shakespeare-cpu"
@@ -89,7 +89,7 @@ def bench_cmd(
         bench_decode(decode_config(checkpoint, cfg), prefixes, decode_tokens, not no_gpt2, out_dir, console,
                      progress, rt.device)
     if train_step:
-        from puzzles.throughput import run_train_step_bench
+        from trmlm.puzzles.throughput import run_train_step_bench
 
         if batch < 1 or steps < 1 or lm_batch < 0:
             raise TRMError("--batch and --steps must be >= 1, --lm-batch >= 0")

@@ -46,8 +46,15 @@ def user_errors(fn: F) -> F:
 
 
 def configs_dir() -> Path:
-    """configs/ beside the packages (repo checkout or editable install)."""
-    return Path(__file__).resolve().parents[1] / "configs"
+    """The presets: trmlm/configs inside an installed wheel, else configs/ beside the packages
+    (a repository checkout or an editable install)."""
+    import trmlm
+
+    package = Path(trmlm.__file__).resolve().parent
+    for candidate in (package / "configs", package.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise TRMError(f"no presets found (looked for {package / 'configs'} and {package.parent / 'configs'})")
 
 def guard_out_dir(out_path: Path, resume: bool, overwrite: bool) -> None:
     """Never lose a saved run by accident: a used --out needs --resume or --overwrite."""
@@ -93,6 +100,6 @@ def parallel_setup(nproc: int, deepspeed: Path | None, train_cfg: Any) -> dict |
     if nproc < 1:
         raise TRMError("--nproc must be >= 1")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(launch_local(nproc, ["-m", "cli.main", *strip_option(sys.argv[1:], "--nproc")]))
+        raise typer.Exit(launch_local(nproc, ["-m", "trmlm.cli.main", *strip_option(sys.argv[1:], "--nproc")]))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return load_deepspeed_config(deepspeed, train_cfg, world) if deepspeed else None

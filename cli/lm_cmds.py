@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
+from trmlm.cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
                         out, parallel_setup, user_errors)
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
@@ -88,7 +88,7 @@ class RichReporter:
 def train_lm_cmd(
     preset: str = typer.Option(DEFAULT_PRESET, help="Preset in configs/ (lm-tiny, lm-shakespeare-cpu, lm-paper) or a YAML path."),
     config: Optional[str] = typer.Option(None, "--config", help="YAML file merged over the preset."),
-    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set net.d_model=64 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.d_model=64 (repeatable)."),
     data: list[str] = typer.Option([], "--data", help="Local text/json/jsonl file (repeatable); default: embedded tiny Shakespeare."),
     model: Optional[str] = typer.Option(None, "--model", help="trm | transformer | transformer-iso (default: the preset's)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
@@ -124,7 +124,7 @@ def train_lm_cmd(
     guard_out_dir(out_path, resume, overwrite)
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
-    n = cfg.net
+    n = cfg.model
     err.print(f"[bold]trm train-lm[/bold] arch={cfg.arch} D={n.d_model} layers={n.n_layers} n={n.n_latent} "
               f"T={n.n_cycles} N_sup={n.max_sup_steps} context={n.seq_len} out={out_path}", soft_wrap=True)
     logger = PathJsonlLogger(out_path / "metrics.jsonl") if main_rank else Logger()
@@ -193,7 +193,7 @@ def generate_cmd(
                                stop=list(stop) or lm.generation.stop, no_halting=no_halting,
                                cache=cache)
     model = lm.model.to(rt.device)
-    n_sup = lm.cfg.net.max_sup_steps if lm.cfg.arch == "trm" else 0
+    n_sup = lm.cfg.model.max_sup_steps if lm.cfg.arch == "trm" else 0
     colour = show_steps and out.is_terminal and not as_json
     samples, char_steps = [], {}
     started: set[int] = set()
@@ -280,7 +280,7 @@ def eval_lm_cmd(
     g = dataclasses.replace(lm.generation, **{k: v for k, v in dict(
         halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps).items() if v is not None},
         no_halting=no_halting)
-    policy = g.validate(lm.cfg.net.max_sup_steps)
+    policy = g.validate(lm.cfg.model.max_sup_steps)
     _, split = prepare_data(cfg, lm.tokenizer)
     metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy, per_step_cache)
     metrics.update(arch=cfg.arch, parameters=lm.model.num_parameters(), checkpoint=str(checkpoint),

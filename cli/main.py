@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from cli import puzzle_cmds
-from cli import lm_cmds
-from cli import bench_cmds
+from trmlm.cli import puzzle_cmds
+from trmlm.cli import lm_cmds
+from trmlm.cli import bench_cmds
 
 app = typer.Typer(
     name="trm",

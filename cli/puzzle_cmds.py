@@ -14,14 +14,14 @@ import torch
 import typer
 from rich.table import Table
 
-from cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
+from trmlm.cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
                         out, parallel_setup, user_errors)
-from puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
+from trmlm.puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
 from trmlm.logging import JsonlLogger, Logger
-from trmlm.puzzle_eval import evaluate, trace_supervision
-from trmlm.puzzle_train import run_config_dict, train_puzzle
+from trmlm.puzzle.eval import evaluate, trace_supervision
+from trmlm.puzzle.train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
 from trmlm.train_state import check_resumable
 
@@ -211,7 +211,7 @@ def eval_puzzle_cmd(
         metrics = evaluate(model, data.eval, rt, run.train.eval_batch_size, limit=limit,
                            is_correct=getattr(mod, "score", None))
     if png is not None:
-        from puzzles.plot import save_predictions_png
+        from trmlm.puzzles.plot import save_predictions_png
         held_out = data.eval if data is not None else mod.build_data(data_cfg).eval
         metrics["png"] = str(save_predictions_png(png, model, held_out, rt, mod))
     if as_json:

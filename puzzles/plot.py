@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from trmlm.errors import TRMError
-from trmlm.puzzle_eval import trace_supervision
+from trmlm.puzzle.eval import trace_supervision
 
 
 def save_predictions_png(path: str | Path, model, held_out: dict, runtime, mod, n: int = 6) -> Path:

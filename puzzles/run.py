@@ -7,16 +7,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from puzzles.arc import task as arc_task
-from puzzles.maze import task as maze_task
-from puzzles.sudoku import task as sudoku_task
+from trmlm.puzzles.arc import task as arc_task
+from trmlm.puzzles.maze import task as maze_task
+from trmlm.puzzles.sudoku import task as sudoku_task
 from trmlm.checkpoint import load_checkpoint, load_weights_into
 from trmlm.config import TRMConfig, TrainConfig
 from trmlm.configtools import apply_overrides, from_dict, load_yaml, merge
-from trmlm.data import PuzzleData
+from trmlm.puzzle.data import PuzzleData
 from trmlm.errors import TRMError
-from trmlm.models import build_puzzle_model
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.registry import build_puzzle_model
+from trmlm.puzzle.model import TRMPuzzleModel
 
 # name -> module with NAME, VOCAB, SEQ, <Task>DataConfig, build_data, parse_input, render, ...
 # Optional hooks: seq_len(data_cfg) when SEQ depends on the data (maze size), score(...) for a

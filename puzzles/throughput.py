@@ -15,8 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from puzzles.run import preset_path, resolve_config
-from trmlm.act import act_step, new_carry
+from trmlm.puzzles.run import preset_path, resolve_config
+from trmlm.puzzle.act import act_step, new_carry
 from trmlm.bench.common import hardware, write_json
 from trmlm.configtools import load_yaml
 from trmlm.distributed import DistContext, Stepper
@@ -27,7 +27,7 @@ from trmlm.lm.data import TokenData
 from trmlm.lm.model import build_model
 from trmlm.lm.tokenizer import CharTokenizer
 from trmlm.lm.train import Trainer
-from trmlm.models import build_puzzle_model
+from trmlm.puzzle.registry import build_puzzle_model
 from trmlm.optim import EMA
 
 PUZZLE_PRESETS = ["sudoku-extreme-mlp", "sudoku-extreme-att", "sudoku-cpu"]
@@ -84,7 +84,7 @@ def median_step_seconds(step: Callable[[], int], warmup: int, steps: int) -> tup
 
 # -- puzzles --------------------------------------------------------------------------------------
 def bench_puzzle(name: str, batch: int, steps: int, warmup: int, configs_dir: Path) -> dict[str, Any]:
-    """One optimizer step as trmlm.puzzle_train takes it (act_step, the Stepper's backward + AdamW,
+    """One optimizer step as trmlm.puzzle.train takes it (act_step, the Stepper's backward + AdamW,
     EMA) on a carry of `batch` random puzzles; throughput = examples x supervision steps / s."""
     task = load_yaml(preset_path(name, configs_dir)).get("task", "")
     run = resolve_config(task, configs_dir, name)
@@ -128,7 +128,7 @@ def bench_lm(name: str, batch: int | None, steps: int, warmup: int, threads: int
     cfg = load_lm_config(name, [], [], configs_dir)
     defaults = LM_CPU_DEFAULTS.get(name, {})
     batch = batch or defaults.get("batch", LM_BATCH)
-    n_sup = cfg.net.max_sup_steps if cfg.arch == "trm" else 1
+    n_sup = cfg.model.max_sup_steps if cfg.arch == "trm" else 1
     # Cutting a batch short is exact only with the previous-step cache: the final-sweep cache
     # pass is a per-batch cost shared by all N_sup steps.
     sup = min(n_sup, defaults.get("sup_steps", n_sup)) if cfg.train_cache == "previous_step" else n_sup
@@ -136,7 +136,7 @@ def bench_lm(name: str, batch: int | None, steps: int, warmup: int, threads: int
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, batch_size=batch, threads=threads, device="cpu", dtype="float32",
         train_steps=sup, max_minutes=0.0))
-    V, L = cfg.net.vocab_size, cfg.context  # V: the preset's vocab (the tokenizer's size in training)
+    V, L = cfg.model.vocab_size, cfg.context  # V: the preset's vocab (the tokenizer's size in training)
     rng = np.random.default_rng(0)
     val = rng.integers(0, V, 2 * L + 2)
     # The tokenizer and held-out data are only read by evaluation and sampling, never by train_batch.
@@ -150,7 +150,7 @@ def bench_lm(name: str, batch: int | None, steps: int, warmup: int, threads: int
 
     counted = counted_flops(step)  # this call is also the first warmup call
     sec, cpu_sec = median_step_seconds(step, warmup - 1, steps)
-    net = cfg.net
+    net = cfg.model
     return {"kind": "lm", "preset": name, "arch": cfg.arch, "train_cache": cfg.train_cache,
             "d_model": net.d_model, "n": net.n_latent, "T": net.n_cycles, "N_sup": n_sup,
             "sup_steps_per_batch": sup, "context": L, "vocab": V,

@@ -12,7 +12,7 @@ def lm_ckpt(tmp_path_factory) -> Path:
     LM and bench CLI tests."""
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from trmlm.cli.main import app
 
     out = tmp_path_factory.mktemp("lm") / "tiny"
     res = CliRunner().invoke(app, ["train-lm", "--preset", "lm-tiny", "--out", str(out), "--quiet",

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from puzzles.arc.augment import IDENTITY, ArcAug, random_aug, task_augs
-from puzzles.arc.encode import EOS, PAD, SEQ_LEN, decode, encode, random_offset
-from puzzles.arc.load import ArcTask
+from trmlm.puzzles.arc.augment import IDENTITY, ArcAug, random_aug, task_augs
+from trmlm.puzzles.arc.encode import EOS, PAD, SEQ_LEN, decode, encode, random_offset
+from trmlm.puzzles.arc.load import ArcTask
 
 
 def test_every_size_round_trips():

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from puzzles.arc.load import load_tasks, validate_grid
-from puzzles.arc.task import ArcDataConfig, build_data, load_sets
+from trmlm.puzzles.arc.load import load_tasks, validate_grid
+from trmlm.puzzles.arc.task import ArcDataConfig, build_data, load_sets
 from trmlm.errors import TRMError
 
 

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 
-from puzzles.arc.augment import ArcAug, IDENTITY
-from puzzles.arc.encode import encode
-from puzzles.arc.vote import pass_at_k, submission, vote, write_submission
+from trmlm.puzzles.arc.augment import ArcAug, IDENTITY
+from trmlm.puzzles.arc.encode import encode
+from trmlm.puzzles.arc.vote import pass_at_k, submission, vote, write_submission
 
 A = np.array([[1, 2], [3, 4]], np.uint8)
 B = np.array([[5]], np.uint8)

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from trmlm.act import act_step, new_carry
+from trmlm.puzzle.act import act_step, new_carry
 from trmlm.config import TRMConfig
 from trmlm.core import RecursionState
-from trmlm.direct import DirectPuzzleModel
+from trmlm.puzzle.direct import DirectPuzzleModel
 from trmlm.errors import TRMError
-from trmlm.hrm import HRMPuzzleModel
-from trmlm.models import ARCHS, build_puzzle_model
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.hrm import HRMPuzzleModel
+from trmlm.puzzle.registry import ARCHS, build_puzzle_model
+from trmlm.puzzle.model import TRMPuzzleModel
 
 
 def cfg(**kw) -> TRMConfig:
@@ -158,7 +158,7 @@ def test_unknown_arch_is_config_error():
 
 def test_hrm_q_learning_act():
     """HRM halts on q_halt > q_continue; q_continue learns the bootstrapped target of a second pass."""
-    from trmlm.act import continue_target
+    from trmlm.puzzle.act import continue_target
     from trmlm.losses import halt_loss
 
     torch.manual_seed(0)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
-from tests.cli_checks import assert_one_line_error
+from trmlm.cli.main import app
+from cli_checks import assert_one_line_error
 
 torch.set_num_threads(1)
 runner = CliRunner()

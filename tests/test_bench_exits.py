@@ -14,7 +14,8 @@ from trmlm.config import TRMConfig
 from trmlm.flops import f_forward_flops
 from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
-from trmlm.lm.decode import HaltPolicy, decode_step, sequential_logits
+from trmlm.lm.decode import decode_step, sequential_logits
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.exits import ArgmaxExit, KLExit, OracleExit, RandomExit
 from trmlm.lm.model import TRMLanguageModel
 
@@ -25,7 +26,7 @@ def tiny_cfg(n_sup: int = 3, seq_len: int = 16, vocab: int = 11) -> LMConfig:
     net = TRMConfig(vocab_size=vocab, seq_len=seq_len, d_model=32, n_heads=4, n_layers=2, n_latent=1,
                     n_cycles=1, max_sup_steps=n_sup, mixer="attention", pos_encoding="rope", puzzle_emb_len=0,
                     swiglu_multiple=16)
-    return LMConfig(net=net)
+    return LMConfig(model=net)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_oracle_picks_the_best_step_for_the_first_token(model):
 
 
 def test_decode_flops_count_the_calls_of_f():
-    net = tiny_cfg().net
+    net = tiny_cfg().model
     steps, keys = torch.tensor([1, 3]), torch.tensor([5, 9])
     got = decode_flops_per_token(net, steps, keys, torch.ones(2), torch.zeros(2))
     calls = net.n_cycles * (net.n_latent + 1)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.flop_counter import FlopCounterMode
 
-from puzzles.throughput import CPU_SDPA_FLOPS, run_train_step_bench
+from trmlm.puzzles.throughput import CPU_SDPA_FLOPS, run_train_step_bench
 from trmlm.errors import TRMError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from trmlm.cli.main import app
 from cli_checks import assert_one_line_error
 
 runner = CliRunner()
@@ -112,7 +112,7 @@ def test_bad_config_is_one_line_exit_2(tmp_path):
 def test_console_script_exit_code(tmp_path):
     """The installed entry point itself (not just the Typer app) exits 2 with one line."""
     env = {**os.environ, "TRM_CACHE_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "solve", "sudoku", "123", "--checkpoint", "x"],
+    proc = subprocess.run([sys.executable, "-m", "trmlm.cli.main", "solve", "sudoku", "123", "--checkpoint", "x"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: puzzle has 3 cells, expected 81"

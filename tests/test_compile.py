@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from trmlm.act import act_step, new_carry
+from trmlm.puzzle.act import act_step, new_carry
 from trmlm.config import TRMConfig
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 
 @pytest.mark.slow

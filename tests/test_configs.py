@@ -4,13 +4,13 @@
 import pytest
 import torch
 
-from cli.common import configs_dir
-from puzzles.run import TASKS, build_run_config, resolve_config
-from trmlm.act import act_step, new_carry
+from trmlm.cli.common import configs_dir
+from trmlm.puzzles.run import TASKS, build_run_config, resolve_config
+from trmlm.puzzle.act import act_step, new_carry
 from trmlm.configtools import apply_overrides, from_dict, load_yaml
 from trmlm.config import TRMConfig
 from trmlm.errors import TRMError
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 PUZZLE_PRESETS = sorted(p for p in configs_dir().glob("*.yaml") if "task" in load_yaml(p))
 

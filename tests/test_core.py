@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from trmlm.act import act_step, new_carry, refill
+from trmlm.puzzle.act import act_step, new_carry, refill
 from trmlm.config import TRMConfig, TrainConfig, swiglu_width
 from trmlm.core import RecursionState
 from trmlm.layers import AttnContext
 from trmlm.losses import log_stablemax, sequence_loss, stablemax_s
 from trmlm.optim import EMA, SignSGD, warmup_factor
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 
 def tiny_cfg(**kw) -> TRMConfig:

@@ -19,7 +19,7 @@ BASE = ["train-puzzle", "sudoku", "--preset", "sudoku-tiny", "--quiet", "--set",
 
 def trm(*args: str, cache: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRM_CACHE_DIR": str(cache)}
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "trmlm.cli.main", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, **kw)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -77,7 +77,7 @@ def test_sigkill_then_resume_follows_the_same_curve(tmp_path, cache):
     trm(*args, "--set", "train.train_steps=60", "--out", str(full), cache=cache)
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRM_CACHE_DIR": str(cache)}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args, "--set", "train.train_steps=60",
+    proc = subprocess.Popen([sys.executable, "-m", "trmlm.cli.main", *args, "--set", "train.train_steps=60",
                              "--out", str(killed)], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = killed / "train_state" / "latest"
@@ -128,10 +128,10 @@ def test_corrupt_or_mismatched_state_is_refused(single, tmp_path, cache):
 
 def test_nan_loss_stops_cleanly_and_keeps_checkpoint(tmp_path, monkeypatch):
     """Inject a NaN loss at step 5: the run stops with a clear message; step 3's files survive."""
-    import trmlm.puzzle_train as pt
-    from cli.common import configs_dir
-    from puzzles.run import resolve_config
-    from puzzles.sudoku import task
+    import trmlm.puzzle.train as pt
+    from trmlm.cli.common import configs_dir
+    from trmlm.puzzles.run import resolve_config
+    from trmlm.puzzles.sudoku import task
     from trmlm.errors import TRMError
 
     monkeypatch.setenv("TRM_CACHE_DIR", str(tmp_path / "cache"))

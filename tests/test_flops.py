@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from trmlm.config import TRMConfig
 from trmlm.flops import f_forward_flops
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 
 @pytest.mark.parametrize("mixer", ["attention", "mlp"])

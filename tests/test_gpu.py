@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from trmlm.act import act_step, new_carry
+from trmlm.puzzle.act import act_step, new_carry
 from trmlm.config import TRMConfig
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 from trmlm.runtime import resolve_runtime
 
 pytestmark = pytest.mark.gpu
@@ -38,7 +38,7 @@ def test_bench_decode_and_adaptive_on_cuda():
     from tests.test_bench_exits import tiny_cfg
     from trmlm.bench.adaptive import run_exit
     from trmlm.bench.decode_speed import run_decode_bench
-    from trmlm.lm.decode import HaltPolicy
+    from trmlm.lm.halting import HaltPolicy
     from trmlm.lm.model import TRMLanguageModel
 
     rep = run_decode_bench(tiny_cfg(seq_len=8), prefixes=[4, 8], tokens=2, warmup=1, progress=False,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.common import configs_dir
-from cli.main import app
+from trmlm.cli.common import configs_dir
+from trmlm.cli.main import app
 from trmlm.lm.config import LMConfig, load_lm_config
 
 torch.set_num_threads(1)
@@ -114,7 +114,7 @@ def test_bad_options_and_config(lm_ckpt, tmp_path):
     one_line_error(runner.invoke(app, ["generate", "--checkpoint", str(lm_ckpt), "--prompt", "A",
                                        "--max-steps", "99"]), "N_sup")
     one_line_error(runner.invoke(app, ["train-lm", "--preset", "nope"]), "unknown preset")
-    one_line_error(runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--set", "net.d_modle=3"]),
+    one_line_error(runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--set", "model.d_modle=3"]),
                    "unknown config key")
     one_line_error(runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--model", "rnn"]), "--model")
     one_line_error(runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--data",
@@ -135,4 +135,4 @@ def test_every_lm_preset_loads_strictly():
     assert {p.stem for p in presets} >= {"lm-tiny", "lm-shakespeare-cpu", "lm-paper"}
     for p in presets:
         cfg = load_lm_config(p.stem, [], [], configs_dir())
-        assert isinstance(cfg, LMConfig) and cfg.net.puzzle_emb_len == 0
+        assert isinstance(cfg, LMConfig) and cfg.model.puzzle_emb_len == 0

@@ -10,7 +10,8 @@ import torch
 from trmlm.layers import AttnContext
 from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
-from trmlm.lm.decode import HaltPolicy, prefill, reference_logits, sequential_logits
+from trmlm.lm.decode import prefill, reference_logits, sequential_logits
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, build_model
 from trmlm.lm.parallel import final_sweep_states, jacobi_logits, supervision_sweep
 from trmlm.lm.stepsync import StepCaches, sequential_logits_sync
@@ -22,7 +23,7 @@ def tiny_cfg(arch: str = "trm", **net) -> LMConfig:
     base = dict(vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2, n_latent=2,
                 n_cycles=2, max_sup_steps=3, puzzle_emb_len=0, swiglu_multiple=16)
     base.update(net)
-    return LMConfig(arch=arch, net=dataclasses.replace(LMConfig().net, **base))
+    return LMConfig(arch=arch, model=dataclasses.replace(LMConfig().model, **base))
 
 
 def make(arch: str = "trm", seed: int = 0, **net):

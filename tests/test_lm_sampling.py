@@ -53,10 +53,10 @@ def test_repetition_penalty_lowers_seen_tokens():
 def tiny_model():
     torch.manual_seed(0)
     tok = CharTokenizer.train(TEXT)
-    net = dataclasses.replace(LMConfig().net, vocab_size=tok.vocab_size, seq_len=64, d_model=32,
+    net = dataclasses.replace(LMConfig().model, vocab_size=tok.vocab_size, seq_len=64, d_model=32,
                               n_heads=4, n_layers=2, n_latent=1, n_cycles=1, max_sup_steps=2,
                               swiglu_multiple=16)
-    return build_model(LMConfig(net=net)).eval(), tok
+    return build_model(LMConfig(model=net)).eval(), tok
 
 
 def run(model, tok, prompt, **kw) -> tuple[list[Piece], list[SampleDone]]:

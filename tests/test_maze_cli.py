@@ -6,12 +6,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.common import configs_dir
-from cli.main import app
+from trmlm.cli.common import configs_dir
+from trmlm.cli.main import app
 from cli_checks import assert_one_line_error
-from puzzles.run import resolve_config
-from trmlm.act import act_step, new_carry
-from trmlm.models import build_puzzle_model
+from trmlm.puzzles.run import resolve_config
+from trmlm.puzzle.act import act_step, new_carry
+from trmlm.puzzle.registry import build_puzzle_model
 
 runner = CliRunner()
 MAZE6 = "#S  ##\n# # # \n#   G#\n## ## \n      \n######\n"

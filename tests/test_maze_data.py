@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from puzzles.maze.data import load_maze_csv
-from puzzles.maze.grid import PATH, shortest_path
-from puzzles.maze.task import MazeDataConfig, build_data, score
+from trmlm.puzzles.maze.data import load_maze_csv
+from trmlm.puzzles.maze.grid import PATH, shortest_path
+from trmlm.puzzles.maze.task import MazeDataConfig, build_data, score
 from trmlm.errors import TRMError
 
 
@@ -46,7 +46,7 @@ def test_training_evaluation_uses_the_task_score(monkeypatch, tmp_path):
     import dataclasses
 
     from trmlm.config import TRMConfig, TrainConfig
-    from trmlm.puzzle_train import train_puzzle
+    from trmlm.puzzle.train import train_puzzle
     monkeypatch.setenv("TRM_CACHE_DIR", str(tmp_path))
     data = build_data(MazeDataConfig(size=6, min_path=6, n_train=4, n_test=4, n_aug=1))
     calls = []

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from puzzles.dihedral import INVERSE, dihedral, inverse_dihedral
-from puzzles.maze.augment import augment_tokens, invert_tokens
-from puzzles.maze.generator import generate_mazes
-from puzzles.maze.grid import GOAL, OPEN, PATH, START, WALL, parse_maze, shortest_path, valid_shortest
-from puzzles.maze.task import score
+from trmlm.puzzles.dihedral import INVERSE, dihedral, inverse_dihedral
+from trmlm.puzzles.maze.augment import augment_tokens, invert_tokens
+from trmlm.puzzles.maze.generator import generate_mazes
+from trmlm.puzzles.maze.grid import GOAL, OPEN, PATH, START, WALL, parse_maze, shortest_path, valid_shortest
+from trmlm.puzzles.maze.task import score
 from trmlm.errors import TRMError
 
 # Two shortest paths of 4 steps from S to G (around either side of the wall block).

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from puzzles.sudoku.augment import (SudokuTransform, apply_transform, augment_pair, identity_transform,
+from trmlm.puzzles.sudoku.augment import (SudokuTransform, apply_transform, augment_pair, identity_transform,
                                     invert_transform, random_transform, same_transform, transform_for)
-from puzzles.sudoku.grid import is_valid_solution, parse_puzzle, parse_solution
-from puzzles.sudoku.solver import solve
+from trmlm.puzzles.sudoku.grid import is_valid_solution, parse_puzzle, parse_solution
+from trmlm.puzzles.sudoku.solver import solve
 from trmlm.errors import TRMError
 
 PUZZLE = parse_puzzle(".5..83.17...1..4..3.4..56.8....3...9.9.8245....6....7...9....5...729..861.36.72.4")

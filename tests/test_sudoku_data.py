@@ -6,9 +6,9 @@ import types
 import numpy as np
 import pytest
 
-from puzzles.sudoku.data import load_sudoku_csv, write_sudoku_csv
-from puzzles.sudoku.dataset import SudokuSet
-from puzzles.sudoku.grid import parse_puzzle, parse_solution
+from trmlm.puzzles.sudoku.data import load_sudoku_csv, write_sudoku_csv
+from trmlm.puzzles.sudoku.dataset import SudokuSet
+from trmlm.puzzles.sudoku.grid import parse_puzzle, parse_solution
 from trmlm.errors import TRMError
 
 Q = ".5..83.17...1..4..3.4..56.8....3...9.9.8245....6....7...9....5...729..861.36.72.4"

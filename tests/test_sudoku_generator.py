@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from puzzles.sudoku.generator import (generate_puzzle, generate_puzzles, generate_puzzles_cached,
+from trmlm.puzzles.sudoku.generator import (generate_puzzle, generate_puzzles, generate_puzzles_cached,
                                       generate_solution)
-from puzzles.sudoku.grid import is_valid_solution
-from puzzles.sudoku.solver import count_solutions, rate
+from trmlm.puzzles.sudoku.grid import is_valid_solution
+from trmlm.puzzles.sudoku.solver import count_solutions, rate
 from trmlm.errors import TRMError
 
 

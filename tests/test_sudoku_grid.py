@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from puzzles.sudoku.grid import (VOCAB_SIZE, conflicts, format_grid, from_tokens, grid_to_string,
+from trmlm.puzzles.sudoku.grid import (VOCAB_SIZE, conflicts, format_grid, from_tokens, grid_to_string,
                                  is_valid_solution, parse_puzzle, parse_solution, to_tokens)
 from trmlm.errors import TRMError
 

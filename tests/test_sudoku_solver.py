@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from puzzles.sudoku.grid import grid_to_string, is_valid_solution, parse_puzzle
-from puzzles.sudoku.solver import count_solutions, has_other_solution, rate, solve
+from trmlm.puzzles.sudoku.grid import grid_to_string, is_valid_solution, parse_puzzle
+from trmlm.puzzles.sudoku.solver import count_solutions, has_other_solution, rate, solve
 
 EASY = ".5..83.17...1..4..3.4..56.8....3...9.9.8245....6....7...9....5...729..861.36.72.4"
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from puzzles.arc.load import ArcTask
-from puzzles.dihedral import dihedral, inverse_dihedral
+from trmlm.puzzles.arc.load import ArcTask
+from trmlm.puzzles.dihedral import dihedral, inverse_dihedral
 
 
 @dataclass(frozen=True)

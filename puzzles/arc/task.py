@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from puzzles.arc.augment import ArcAug, task_augs
-from puzzles.arc.encode import PAD, SEQ_LEN, VOCAB_SIZE, decode, encode, random_offset
-from puzzles.arc.load import ArcTask, load_tasks, validate_grid
-from puzzles.arc.vote import pass_at_k, submission, vote, write_submission
-from trmlm.data import PuzzleData
+from trmlm.puzzles.arc.augment import ArcAug, task_augs
+from trmlm.puzzles.arc.encode import PAD, SEQ_LEN, VOCAB_SIZE, decode, encode, random_offset
+from trmlm.puzzles.arc.load import ArcTask, load_tasks, validate_grid
+from trmlm.puzzles.arc.vote import pass_at_k, submission, vote, write_submission
+from trmlm.puzzle.data import PuzzleData
 from trmlm.errors import TRMError
 from trmlm.losses import IGNORE_INDEX
 
@@ -172,8 +172,8 @@ def build_data(cfg: ArcDataConfig, progress: bool = False) -> PuzzleData:
 def evaluate_model(model, cfg: ArcDataConfig, runtime, batch_size: int = 256,
                    limit: int | None = None, submission_path: str | Path | None = None) -> dict:
     """The official ARC protocol: predict every augmentation, invert, vote; pass@1/2/K over tasks."""
-    from trmlm.data import to_tensors
-    from trmlm.puzzle_eval import trace_supervision
+    from trmlm.puzzle.data import to_tensors
+    from trmlm.puzzle.eval import trace_supervision
 
     sets = load_sets(cfg)
     batch, keys, augs, truths, n_tests = eval_rows(sets, limit)

@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from puzzles.arc.augment import ArcAug
-from puzzles.arc.encode import decode
+from trmlm.puzzles.arc.augment import ArcAug
+from trmlm.puzzles.arc.encode import decode
 
 Key = tuple[str, int]  # (task id, test index)
 

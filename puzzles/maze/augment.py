@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from puzzles.dihedral import dihedral, inverse_dihedral
-from puzzles.maze.grid import side
+from trmlm.puzzles.dihedral import dihedral, inverse_dihedral
+from trmlm.puzzles.maze.grid import side
 
 
 def augment_tokens(tokens: np.ndarray, k: int) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from puzzles.maze.generator import generate_mazes
-from puzzles.maze.grid import GOAL, OPEN, PATH, START, path_connects, text_to_tokens
+from trmlm.puzzles.maze.generator import generate_mazes
+from trmlm.puzzles.maze.grid import GOAL, OPEN, PATH, START, path_connects, text_to_tokens
 from trmlm.errors import TRMError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

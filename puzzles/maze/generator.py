@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from puzzles.maze.grid import GOAL, OPEN, START, WALL, bfs_parents, shortest_path
+from trmlm.puzzles.maze.grid import GOAL, OPEN, START, WALL, bfs_parents, shortest_path
 from trmlm.errors import TRMError
 
 

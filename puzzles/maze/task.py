@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from puzzles.maze.augment import augment_tokens
-from puzzles.maze.data import generate_mazes_cached, load_maze_csv
-from puzzles.maze.grid import (VOCAB_SIZE, format_maze, parse_maze, shortest_path, tokens_to_text,
+from trmlm.puzzles.maze.augment import augment_tokens
+from trmlm.puzzles.maze.data import generate_mazes_cached, load_maze_csv
+from trmlm.puzzles.maze.grid import (VOCAB_SIZE, format_maze, parse_maze, shortest_path, tokens_to_text,
                                valid_shortest)
-from trmlm.data import PuzzleData
+from trmlm.puzzle.data import PuzzleData
 
 NAME = "maze"
 

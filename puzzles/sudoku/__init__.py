@@ -1,14 +1,14 @@
 """Sudoku task: grids and tokens, exact solver, generator, CSV loaders and augmentation."""
 
-from puzzles.sudoku.augment import (SudokuTransform, apply_transform, augment_pair, identity_transform,
+from trmlm.puzzles.sudoku.augment import (SudokuTransform, apply_transform, augment_pair, identity_transform,
                                     invert_transform, random_transform, transform_for)
-from puzzles.sudoku.data import load_sudoku_csv, write_sudoku_csv
-from puzzles.sudoku.dataset import SudokuSet
-from puzzles.sudoku.generator import (generate_puzzle, generate_puzzles, generate_puzzles_cached,
+from trmlm.puzzles.sudoku.data import load_sudoku_csv, write_sudoku_csv
+from trmlm.puzzles.sudoku.dataset import SudokuSet
+from trmlm.puzzles.sudoku.generator import (generate_puzzle, generate_puzzles, generate_puzzles_cached,
                                       generate_solution)
-from puzzles.sudoku.grid import (SEQ_LEN, VOCAB_SIZE, conflicts, format_grid, from_tokens, grid_to_string,
+from trmlm.puzzles.sudoku.grid import (SEQ_LEN, VOCAB_SIZE, conflicts, format_grid, from_tokens, grid_to_string,
                                  is_valid_solution, parse_puzzle, parse_solution, to_tokens)
-from puzzles.sudoku.solver import SolveResult, count_solutions, rate, solve
+from trmlm.puzzles.sudoku.solver import SolveResult, count_solutions, rate, solve
 
 __all__ = [
     "SEQ_LEN", "VOCAB_SIZE", "SolveResult", "SudokuSet", "SudokuTransform", "apply_transform",

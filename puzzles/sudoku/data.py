@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from puzzles.sudoku.dataset import SudokuSet
-from puzzles.sudoku.grid import valid_solutions
+from trmlm.puzzles.sudoku.dataset import SudokuSet
+from trmlm.puzzles.sudoku.grid import valid_solutions
 from trmlm.errors import TRMError
 
 CSV_COLUMNS = ("source", "question", "answer", "rating")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from puzzles.sudoku.dataset import SudokuSet
-from puzzles.sudoku.solver import ALL, BIT, PEERS, has_other_solution, solve_cells
+from trmlm.puzzles.sudoku.dataset import SudokuSet
+from trmlm.puzzles.sudoku.solver import ALL, BIT, PEERS, has_other_solution, solve_cells
 from trmlm.errors import TRMError
 
 # Bump when the algorithm or its random draws change, so cached sets are regenerated.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from puzzles.sudoku.grid import as_grid
+from trmlm.puzzles.sudoku.grid import as_grid
 from trmlm.errors import TRMError
 
 ALL = 0x1FF  # all nine candidates

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from puzzles.sudoku.augment import apply_transform, transform_for
-from puzzles.sudoku.data import load_sudoku_csv
-from puzzles.sudoku.dataset import SudokuSet
-from puzzles.sudoku.generator import generate_puzzles_cached
-from puzzles.sudoku.grid import (SEQ_LEN, VOCAB_SIZE, format_grid, from_tokens, parse_puzzle,
+from trmlm.puzzles.sudoku.augment import apply_transform, transform_for
+from trmlm.puzzles.sudoku.data import load_sudoku_csv
+from trmlm.puzzles.sudoku.dataset import SudokuSet
+from trmlm.puzzles.sudoku.generator import generate_puzzles_cached
+from trmlm.puzzles.sudoku.grid import (SEQ_LEN, VOCAB_SIZE, format_grid, from_tokens, parse_puzzle,
                                  to_tokens)
-from puzzles.sudoku.solver import solve
-from trmlm.data import PuzzleData
+from trmlm.puzzles.sudoku.solver import solve
+from trmlm.puzzle.data import PuzzleData
 from trmlm.errors import TRMError
 
 NAME = "sudoku"

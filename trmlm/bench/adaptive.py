@@ -16,7 +16,8 @@ from torch import Tensor
 from trmlm.bench.common import decode_flops_per_token, hardware, sync
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import HaltPolicy, decode_step, prefill, run_token_by_token
+from trmlm.lm.decode import decode_step, prefill, run_token_by_token
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.evaluate import bits_per_char
 from trmlm.lm.exits import ArgmaxExit, KLExit, OracleExit, RandomExit
 from trmlm.lm.model import TRMLanguageModel
@@ -122,7 +123,7 @@ def summarize(ex: Exit, run: dict[str, Any], model: TRMLanguageModel, chars_per_
     spent = torch.full_like(run["steps"], max_steps) if ex.kind == "oracle" else run["steps"]
     head = spent if ex.head_every_step else torch.ones_like(spent)
     q = spent if ex.q_every_step else torch.zeros_like(spent)
-    flops = decode_flops_per_token(model.cfg.net, spent, run["keys"], head, q)
+    flops = decode_flops_per_token(model.cfg.model, spent, run["keys"], head, q)
     nll = float(run["nll"].mean())
     n = int(run["nll"].numel())
     return {"name": ex.name, "kind": ex.kind, "param": ex.param, "nll": nll,
@@ -161,7 +162,7 @@ def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token
     if not isinstance(model, TRMLanguageModel):
         raise TRMError("--adaptive-compute needs a TRM checkpoint (arch trm), not a transformer baseline")
     model.eval()
-    max_steps = model.cfg.net.max_sup_steps
+    max_steps = model.cfg.model.max_sup_steps
     bytes_per_token = KVCache.for_model(model, 1, 1).bytes_per_token()
     exits = exits_for(max_steps, settings)
     per_exit = windows[:, 1:].numel()

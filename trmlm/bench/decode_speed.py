@@ -16,7 +16,8 @@ from trmlm.bench.common import decode_flops_per_token, hardware, sync
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
-from trmlm.lm.decode import HaltPolicy, decode_step
+from trmlm.lm.decode import decode_step
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, TransformerLM
 from trmlm.lm.stepsync import StepCaches
 
@@ -27,7 +28,7 @@ DEPTHS = [(1, 1, 1), (3, 2, 1), (8, 4, 2), (16, 6, 3)]   # (N_sup, n, T) for the
 
 def with_context(cfg: LMConfig, context: int) -> LMConfig:
     """The same architecture with a longer context (RoPE tables sized to it)."""
-    return dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, seq_len=context))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, seq_len=context))
 
 
 def fill_prefix(cache: KVCache, length: int, generator: torch.Generator) -> None:
@@ -77,7 +78,7 @@ def gpt2_equal_flops(cfg: LMConfig, context: int):
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError as e:
         raise TRMError("the GPT-2 baseline needs transformers: pip install 'trmlm[bench]'") from e
-    net = cfg.net
+    net = cfg.model
     layers = (net.max_sup_steps * net.n_cycles * (net.n_latent + 1) + 1) * net.n_layers
     gcfg = GPT2Config(vocab_size=net.vocab_size, n_positions=context, n_embd=net.d_model, n_layer=layers,
                       n_head=net.n_heads, n_inner=3 * net.ffn_width // 2, resid_pdrop=0.0, embd_pdrop=0.0,
@@ -114,8 +115,8 @@ def kv_bytes_table(cfg: LMConfig, tokens: int = 8) -> list[dict[str, Any]]:
     step, as Huginn keeps one entry per recursion step), for growing recursion depth."""
     rows = []
     for n_sup, n, T in DEPTHS:
-        net = dataclasses.replace(cfg.net, max_sup_steps=n_sup, n_latent=n, n_cycles=T, seq_len=tokens)
-        model = TRMLanguageModel(dataclasses.replace(cfg, net=net)).eval()
+        net = dataclasses.replace(cfg.model, max_sup_steps=n_sup, n_latent=n, n_cycles=T, seq_len=tokens)
+        model = TRMLanguageModel(dataclasses.replace(cfg, model=net)).eval()
         cache = KVCache.for_model(model, 1, tokens)
         for t in range(tokens):  # real decoding, full depth: what is stored after `tokens` tokens
             decode_step(model, cache, torch.tensor([t % net.vocab_size]), HaltPolicy.fixed(n_sup))
@@ -140,7 +141,7 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
     cfg = with_context(cfg, context)
     torch.manual_seed(0)
     trm = TRMLanguageModel(cfg).eval().to(device)
-    n_sup = cfg.net.max_sup_steps
+    n_sup = cfg.model.max_sup_steps
     policies = {"trm_full": HaltPolicy.fixed(n_sup), "trm_1step": HaltPolicy.fixed(1)}
     baseline, g_layers = gpt2_equal_flops(cfg, context) if gpt2 else (None, 0)
     if baseline is not None:
@@ -164,7 +165,7 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
                     row["gpt2_ms"] = min(row.get("gpt2_ms", ms), ms)
             one = torch.ones(1, dtype=torch.long)
             row["trm_full_gflops_per_token"] = float(decode_flops_per_token(
-                cfg.net, one * n_sup, keys, one, one * 0)) / 1e9
+                cfg.model, one * n_sup, keys, one, one * 0)) / 1e9
             if baseline is not None:
                 row["gpt2_gflops_per_token"] = gpt2_flops_per_token(baseline, P + 1) / 1e9
                 row["trm_over_gpt2_tokens_per_s"] = row["gpt2_ms"] / row["trm_full_ms"]
@@ -174,13 +175,13 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
     kv = kv_bytes_table(cfg)
     report = {"benchmark": "decode", "hardware": hardware(device), "batch": 1, "timed_tokens": tokens, "rounds": rounds,
               "warmup_tokens": warmup, "weights": "random (decode time does not depend on them)",
-              "trm": {"d_model": cfg.net.d_model, "n_layers": cfg.net.n_layers, "n": cfg.net.n_latent,
-                      "T": cfg.net.n_cycles, "N_sup": n_sup, "params": trm.num_parameters(),
+              "trm": {"d_model": cfg.model.d_model, "n_layers": cfg.model.n_layers, "n": cfg.model.n_latent,
+                      "T": cfg.model.n_cycles, "N_sup": n_sup, "params": trm.num_parameters(),
                       "kv_bytes_per_token": KVCache.for_model(trm, 1, 1).bytes_per_token()},
               "rows": rows, "kv_bytes_vs_depth": kv,
               "ratio_time_longest_vs_shortest_prefix": last["trm_full_ms"] / first["trm_full_ms"]}
     if baseline is not None:
-        report["gpt2"] = {"n_layer": g_layers, "n_embd": cfg.net.d_model, "n_inner": baseline.config.n_inner,
+        report["gpt2"] = {"n_layer": g_layers, "n_embd": cfg.model.d_model, "n_inner": baseline.config.n_inner,
                           "params": sum(p.numel() for p in baseline.parameters()),
                           "implementation": "transformers GPT2LMHeadModel, past_key_values"}
     targets = {"time_at_longest_prefix_at_most_1.3x_shortest": report["ratio_time_longest_vs_shortest_prefix"] <= 1.3,

@@ -26,7 +26,7 @@ class KVCache:
 
     @classmethod
     def for_model(cls, model, batch: int, max_len: int | None = None) -> KVCache:
-        net = model.cfg.net
+        net = model.cfg.model
         p = next(model.parameters())
         return cls(model.cache_layers, batch, net.n_heads, net.head_dim, max_len or net.seq_len,
                    device=p.device, dtype=p.dtype)

@@ -48,9 +48,9 @@ def load_lm(path: str | Path) -> LoadedLM:
     model = build_model(cfg)
     load_weights_into(model, ckpt.weights, ckpt.path)
     tokenizer = load_tokenizer(ckpt.path)
-    if tokenizer.vocab_size != cfg.net.vocab_size:
+    if tokenizer.vocab_size != cfg.model.vocab_size:
         raise TRMError(f"tokenizer in {ckpt.path} has {tokenizer.vocab_size} tokens, the model "
-                       f"{cfg.net.vocab_size}")
+                       f"{cfg.model.vocab_size}")
     gen_file = ckpt.path / GENERATION_CONFIG
     generation = default_generation(cfg)
     if gen_file.exists():

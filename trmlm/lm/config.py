@@ -12,7 +12,7 @@ from trmlm.configtools import apply_overrides, from_dict, load_yaml, merge, to_d
 Arch = Literal["trm", "transformer", "transformer-iso"]
 
 
-def _default_net() -> TRMConfig:
+def _default_model() -> TRMConfig:
     # Causal LM use of the TRM network: attention mixer, no puzzle prefix, seq_len = context.
     return TRMConfig(vocab_size=256, seq_len=256, mixer="attention", pos_encoding="rope",
                      puzzle_emb_len=0)
@@ -66,7 +66,7 @@ class LMConfig:
     """The per-token recursive LM (arch trm) or a baseline transformer, plus its training recipe."""
 
     arch: Arch = "trm"
-    net: TRMConfig = field(default_factory=_default_net)   # f, n, T, N_sup; seq_len = context L
+    model: TRMConfig = field(default_factory=_default_model)   # f, n, T, N_sup; seq_len = context L
     halt: HaltConfig = field(default_factory=HaltConfig)
     commit_grad: bool = True       # backprop through the commit pass (its input y^(s-1) is detached)
     # Training cache: "previous_step" = AR-TRM.md §2.2 (step s reads the commit of y^(s-1));
@@ -75,7 +75,7 @@ class LMConfig:
     # committed prefix (costs one extra forward pass per batch; see docs/language-model.md).
     # "mixed": each batch one or the other with probability 1/2 (keeps both dynamics trained).
     train_cache: Literal["previous_step", "final_sweep", "mixed"] = "previous_step"
-    iso_layers: int = 0            # transformer-iso depth; 0 = net.effective_depth = T (n+1) layers
+    iso_layers: int = 0            # transformer-iso depth; 0 = model.effective_depth = T (n+1) layers
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=_default_train)
     budget_clock: Literal["wall", "cpu"] = "wall"  # train.max_minutes of wall or process-CPU time
@@ -84,25 +84,25 @@ class LMConfig:
     sample_prompt: str = "ROMEO:"
 
     def __post_init__(self) -> None:
-        if self.net.mixer != "attention" or self.net.puzzle_emb_len != 0:
-            raise ValueError("the LM needs net.mixer=attention and net.puzzle_emb_len=0")
-        if self.net.pos_encoding != "rope":
-            raise ValueError("the LM uses RoPE (net.pos_encoding=rope): positions come from the cache")
+        if self.model.mixer != "attention" or self.model.puzzle_emb_len != 0:
+            raise ValueError("the LM needs model.mixer=attention and model.puzzle_emb_len=0")
+        if self.model.pos_encoding != "rope":
+            raise ValueError("the LM uses RoPE (model.pos_encoding=rope): positions come from the cache")
         if self.iso_layers < 0:
             raise ValueError("iso_layers must be >= 0")
 
     @property
     def context(self) -> int:
-        return self.net.seq_len
+        return self.model.seq_len
 
     @property
     def depth_iso(self) -> int:
         """transformer-iso blocks: the layers one TRM supervision step applies, T (n + 1) layers."""
-        return self.iso_layers or self.net.effective_depth
+        return self.iso_layers or self.model.effective_depth
 
     @property
     def max_steps(self) -> int:
-        return self.halt.max_steps or self.net.max_sup_steps
+        return self.halt.max_steps or self.model.max_sup_steps
 
 
 def lm_config_from_dict(data: dict[str, Any], where: str = "config") -> LMConfig:

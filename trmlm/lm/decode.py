@@ -9,41 +9,9 @@ from torch import Tensor
 
 from trmlm.layers import KV
 from trmlm.lm.cache import KVCache
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
-
-
-@dataclass
-class HaltPolicy:
-    """When a token stops refining. threshold None = halting disabled: always max_steps.
-
-    The exit-rule protocol refine_token drives (the benchmark's other exits in exits.py follow
-    it): `begin` once per token, `halt` after every supervision step, `finish` at the end."""
-
-    max_steps: int
-    min_steps: int = 1
-    threshold: float | None = 0.5   # halt after a supervision step once sigmoid(q) >= threshold
-
-    def __post_init__(self) -> None:
-        if self.max_steps < 1 or not 1 <= self.min_steps <= self.max_steps:
-            raise ValueError(f"need 1 <= min_steps ({self.min_steps}) <= max_steps ({self.max_steps})")
-
-    @classmethod
-    def fixed(cls, steps: int) -> HaltPolicy:
-        return cls(max_steps=steps, min_steps=steps, threshold=None)
-
-    def begin(self, batch: int, device: torch.device) -> None:
-        """A new token starts (stateful rules reset here)."""
-
-    def halt(self, step: int, y: Tensor, model: TRMLanguageModel) -> Tensor | None:
-        """After supervision step `step` (1-based) with answer state y (B, 1, D): (B,) bool, True =
-        stop this token here; None = no sequence stops (the loop still ends at max_steps)."""
-        if self.threshold is None or step < self.min_steps:
-            return None
-        return torch.sigmoid(model.halt_logit(y)[:, 0]) >= self.threshold
-
-    def finish(self, y: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
-        """The state to commit and predict from, and the steps to report."""
-        return y, steps
+from trmlm.lm.parallel import jacobi_states
 
 
 @dataclass
@@ -109,8 +77,6 @@ def prefill(model: LanguageModel, cache: KVCache, tokens: Tensor, policy: HaltPo
         cache.commit(kvs)
         return DecodeOut(logits[:, -1], torch.zeros_like(tokens[:, 0])), torch.zeros_like(tokens)
     if mode == "parallel":
-        from trmlm.lm.parallel import jacobi_states  # parallel.py imports this module
-
         if cache.pos != 0:
             raise ValueError("parallel prefill needs an empty cache")
         y, steps = jacobi_states(model, tokens, sweeps or P, policy)

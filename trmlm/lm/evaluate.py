@@ -11,7 +11,8 @@ from torch import Tensor
 
 from trmlm.lm.config import LMConfig
 from trmlm.lm.data import TokenData, eval_windows
-from trmlm.lm.decode import HaltPolicy, sequential_logits
+from trmlm.lm.decode import sequential_logits
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.parallel import training_style_losses
 from trmlm.lm.stepsync import sequential_logits_sync
@@ -35,7 +36,7 @@ def parallel_estimate(model: LanguageModel, windows: Tensor, batch: int) -> dict
         w = windows[i:i + batch].to(device)
         inp, tgt = w[:, :-1], w[:, 1:]
         if isinstance(model, TRMLanguageModel):
-            per_step = training_style_losses(model, inp, tgt, model.cfg.net.max_sup_steps, _ce)
+            per_step = training_style_losses(model, inp, tgt, model.cfg.model.max_sup_steps, _ce)
             sums = torch.stack([ce.sum() for ce in per_step])  # (S,)
         else:
             sums = _ce(model(inp)[0], tgt).sum()[None]
@@ -95,7 +96,7 @@ def evaluate_lm(model: LanguageModel, cfg: LMConfig, data: TokenData, parallel_t
     same = parallel_estimate(model, windows, batch)
     out["bpc_parallel_same_windows"] = bits_per_char(same["nll_parallel"], cpt)
     if isinstance(model, TRMLanguageModel):
-        full = sequential_eval(model, windows, batch, HaltPolicy.fixed(cfg.net.max_sup_steps))
+        full = sequential_eval(model, windows, batch, HaltPolicy.fixed(cfg.model.max_sup_steps))
         out["bpc_sequential_full_depth"] = bits_per_char(full["nll_sequential"], cpt)
         if per_step_cache:  # the per-step-cache decoder, with the same halting policy
             sync = sequential_eval(model, windows, batch, policy, per_step_cache=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from trmlm.lm.decode import HaltPolicy
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel
 
 # Every rule follows HaltPolicy's protocol (begin / halt / finish, max_steps), so the one decode

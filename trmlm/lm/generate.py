@@ -10,7 +10,8 @@ import torch
 
 from trmlm.errors import TRMError
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import HaltPolicy, decode_step, prefill
+from trmlm.lm.decode import decode_step, prefill
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.sampling import apply_repetition_penalty, sample
 from trmlm.lm.stepsync import StepCaches, decode_step_sync
@@ -106,7 +107,7 @@ def generate(model: LanguageModel, tokenizer: Tokenizer, prompt: str, gcfg: Gene
     last context/2 tokens (each token still sees at most `context` tokens)."""
     if not prompt:
         raise TRMError("empty prompt: give at least one character with --prompt")
-    policy = gcfg.validate(model.cfg.net.max_sup_steps)
+    policy = gcfg.validate(model.cfg.model.max_sup_steps)
     ids = tokenizer.encode(prompt)
     context = model.cfg.context
     if len(ids) >= context:

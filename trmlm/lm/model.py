@@ -26,7 +26,7 @@ class _LMBase(nn.Module):
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        net = cfg.net
+        net = cfg.model
         self.embed_scale = math.sqrt(net.d_model)
         self.embed = nn.Embedding(net.vocab_size, net.d_model)
         self.rotary = Rotary(net.head_dim, net.seq_len, net.rope_theta)
@@ -41,7 +41,7 @@ class _LMBase(nn.Module):
     def init_weights(self) -> None:
         """All initialisation in one place: LeCun truncated normal for every linear (official TRM),
         embedding std 1/sqrt(D) (scaled by sqrt(D) at use); model-specific extras in subclasses."""
-        trunc_normal_(self.embed.weight, std=1.0 / math.sqrt(self.cfg.net.d_model))
+        trunc_normal_(self.embed.weight, std=1.0 / math.sqrt(self.cfg.model.d_model))
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 init_linear_(module)
@@ -64,8 +64,8 @@ class TRMLanguageModel(_LMBase):
 
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__(cfg)
-        D = cfg.net.d_model
-        self.core = TRMCore(cfg.net)
+        D = cfg.model.d_model
+        self.core = TRMCore(cfg.model)
         self.q_head = nn.Linear(D, 1, bias=True)
         self.register_buffer("init_y", torch.zeros(D))
         self.register_buffer("init_z", torch.zeros(D))
@@ -81,10 +81,10 @@ class TRMLanguageModel(_LMBase):
 
     @property
     def cache_layers(self) -> int:
-        return self.cfg.net.n_layers
+        return self.cfg.model.n_layers
 
     def initial_state(self, batch: int, length: int) -> RecursionState:
-        shape = (batch, length, self.cfg.net.d_model)
+        shape = (batch, length, self.cfg.model.d_model)
         return RecursionState(self.init_y.expand(shape).clone(), self.init_z.expand(shape).clone())
 
     def commit_kv(self, y: Tensor, positions: Tensor, prefix: list[KV] | None = None) -> list[KV]:
@@ -119,8 +119,8 @@ class TransformerLM(_LMBase):
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__(cfg)
         self.kind = cfg.arch
-        depth = cfg.depth_iso if cfg.arch == "transformer-iso" else cfg.net.n_layers
-        self.net = ReasoningNet(dataclasses.replace(cfg.net, n_layers=depth))
+        depth = cfg.depth_iso if cfg.arch == "transformer-iso" else cfg.model.n_layers
+        self.net = ReasoningNet(dataclasses.replace(cfg.model, n_layers=depth))
         self.depth = depth
         self.init_weights()
 

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from trmlm.core import GradMode, RecursionState
 from trmlm.layers import KV
-from trmlm.lm.decode import HaltPolicy
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, strictly_lower
 
 

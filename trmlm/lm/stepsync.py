@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import DecodeOut, HaltPolicy, run_token_by_token
+from trmlm.lm.decode import DecodeOut, run_token_by_token
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel
 
 
@@ -15,7 +16,7 @@ class StepCaches:
     (s = 0 .. N_sup - 1); supervision step s + 1 of a later token reads levels[s]."""
 
     def __init__(self, model: TRMLanguageModel, batch: int, max_len: int | None = None) -> None:
-        self.levels = [KVCache.for_model(model, batch, max_len) for _ in range(model.cfg.net.max_sup_steps)]
+        self.levels = [KVCache.for_model(model, batch, max_len) for _ in range(model.cfg.model.max_sup_steps)]
 
     @property
     def pos(self) -> int:

@@ -146,8 +146,8 @@ class Trainer:
         committed = None  # "previous_step": each step commits y^(s-1) (AR-TRM.md §2.2)
         final = cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)
         if final:
-            committed = final_sweep_states(model, model.embed_tokens(inp), cfg.net.max_sup_steps)
-        for s in range(cfg.net.max_sup_steps):
+            committed = final_sweep_states(model, model.embed_tokens(inp), cfg.model.max_sup_steps)
+        for s in range(cfg.model.max_sup_steps):
             if s > 0 and not self._budget_left():
                 break
             with self.runtime.autocast():
@@ -326,10 +326,10 @@ def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: 
 
     seed_everything(cfg.train.seed)
     tokenizer, data = prepare_data(cfg, load_tokenizer(out_dir) if resume and out_dir else None)
-    cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net, vocab_size=tokenizer.vocab_size))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     if len(data.val) < cfg.context + 1:
         raise TRMError(f"held-out split has {len(data.val)} tokens, fewer than the context + 1 "
-                       f"({cfg.context + 1}); give more text or a smaller net.seq_len")
+                       f"({cfg.context + 1}); give more text or a smaller model.seq_len")
     trainer = Trainer(cfg, build_model(cfg), tokenizer, data, logger, reporter, out_dir, deepspeed_config)
     if resume:
         trainer.resume()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from trmlm.config import TRMConfig
-from trmlm.direct import DirectPuzzleModel
+from trmlm.puzzle.direct import DirectPuzzleModel
 from trmlm.errors import TRMError
-from trmlm.hrm import HRMPuzzleModel
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.hrm import HRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 # Every entry takes a TRMConfig and returns a module with the TRMPuzzleModel interface:
 # .cfg, initial_state(B, device), forward(state, tokens, puzzle_ids, grad) -> StepOutput,

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from trmlm.config import TRMConfig
 from trmlm.layers import ReasoningNet
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 
 def hrm_config(cfg: TRMConfig) -> TRMConfig:

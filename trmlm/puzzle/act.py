@@ -15,7 +15,7 @@ from torch import Tensor
 
 from trmlm.core import RecursionState
 from trmlm.losses import IGNORE_INDEX, halt_loss, sequence_loss
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 Batch = dict[str, Tensor]  # "inputs" (B, L), "labels" (B, L), "puzzle_ids" (B,)
 

@@ -19,19 +19,19 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from trmlm.act import ACTCarry, act_step, new_carry, refill
+from trmlm.puzzle.act import ACTCarry, act_step, new_carry, refill
 from trmlm.checkpoint import save_checkpoint
 from trmlm.config import TRMConfig, TrainConfig
 from trmlm.configtools import to_dict
 from trmlm.core import RecursionState
-from trmlm.data import IndexStream, PuzzleData, to_tensors
+from trmlm.puzzle.data import IndexStream, PuzzleData, to_tensors
 from trmlm.distributed import DeepSpeedStepper, DistContext, Stepper, init_distributed
 from trmlm.errors import TRMError
 from trmlm.logging import Logger
-from trmlm.models import build_puzzle_model
+from trmlm.puzzle.registry import build_puzzle_model
 from trmlm.optim import EMA
-from trmlm.puzzle_eval import evaluate
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.eval import evaluate
+from trmlm.puzzle.model import TRMPuzzleModel
 from trmlm.runtime import resolve_runtime, seed_everything
 from trmlm.train_state import check_same_run, latest_state_dir, load_state, save_state
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from trmlm.config import TRMConfig
 from trmlm.core import GradMode, RecursionState
 from trmlm.layers import AttnContext, ReasoningNet
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 
 
 class DirectCore(nn.Module):

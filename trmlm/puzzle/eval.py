@@ -8,9 +8,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trmlm.data import ArrayBatch, to_tensors
+from trmlm.puzzle.data import ArrayBatch, to_tensors
 from trmlm.losses import IGNORE_INDEX
-from trmlm.puzzle_model import TRMPuzzleModel
+from trmlm.puzzle.model import TRMPuzzleModel
 from trmlm.runtime import Runtime
 
 
