@@ -51,7 +51,7 @@ def test_prefix_attention_equals_plain_causal_pass():
     h = torch.randn(2, 1, 32, dtype=torch.float64)
     f = model.core.f
     full = f(torch.cat([y, h], 1), AttnContext(self_mask="causal", rope=model.rope(torch.arange(7))))
-    prefix = model.commit_kv(y, torch.arange(6))
+    prefix = model.commit_kv(torch.zeros_like(y), y, torch.arange(6))  # x = 0: the commit input is y
     last = f(h, AttnContext(self_mask="diagonal", rope=model.rope(torch.tensor([6])), prefix=prefix))
     torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=1e-5)
 
@@ -136,7 +136,7 @@ def test_halting_disabled_equals_fixed_unroll_and_halting_varies_steps():
             state = model.initial_state(2, 1)
             for _ in range(3):
                 state = model.refine(state, x, pos, prefix, None, grad="none")
-            cache.commit(model.commit_kv(state.y, pos, prefix))
+            cache.commit(model.commit_kv(x, state.y, pos, prefix))
             manual.append(model.logits(state.y)[:, 0])
     torch.testing.assert_close(logits_off, torch.stack(manual, 1), atol=1e-10, rtol=1e-10)
     _, steps_on = sequential_logits(model, t, HaltPolicy(max_steps=3, min_steps=1, threshold=0.5))

@@ -52,7 +52,7 @@ def decode_step(model: LanguageModel, cache: KVCache, token: Tensor, policy: Hal
     if isinstance(model, TRMLanguageModel):
         x = model.embed_tokens(token[:, None])  # (B, 1, D)
         y, steps = refine_token(model, x, position, prefix, policy)
-        cache.commit(model.commit_kv(y, position, prefix))
+        cache.commit(model.commit_kv(x, y, position, prefix))
         return DecodeOut(model.logits(y)[:, 0], steps)
     logits, kvs = model(token[:, None], position, prefix)
     cache.commit(kvs)
@@ -80,7 +80,7 @@ def prefill(model: LanguageModel, cache: KVCache, tokens: Tensor, policy: HaltPo
         if cache.pos != 0:
             raise ValueError("parallel prefill needs an empty cache")
         y, steps = jacobi_states(model, tokens, sweeps or P, policy)
-        cache.commit(model.commit_kv(y, cache.positions(P)))
+        cache.commit(model.commit_kv(model.embed_tokens(tokens), y, cache.positions(P)))
         return DecodeOut(model.logits(y[:, -1]), steps[:, -1]), steps
     if mode != "sequential":
         raise ValueError(f"unknown prefill mode {mode!r}")
@@ -125,7 +125,7 @@ def reference_logits(model: LanguageModel, tokens: Tensor, policy: HaltPolicy
     for i in range(L):
         prefix = None
         if i > 0:
-            prefix = model.commit_kv(torch.cat(ys, dim=1), torch.arange(i, device=tokens.device))
+            prefix = model.commit_kv(x[:, :i], torch.cat(ys, dim=1), torch.arange(i, device=tokens.device))
         y, s = refine_token(model, x[:, i:i + 1], torch.tensor([i], device=tokens.device), prefix,
                             policy)
         ys.append(y)

@@ -87,11 +87,20 @@ class TRMLanguageModel(_LMBase):
         shape = (batch, length, self.cfg.model.d_model)
         return RecursionState(self.init_y.expand(shape).clone(), self.init_z.expand(shape).clone())
 
-    def commit_kv(self, y: Tensor, positions: Tensor, prefix: list[KV] | None = None) -> list[KV]:
-        """The commit pass: one ordinary causal call of f over y (B, L, D), reading `prefix`
-        (committed entries of all earlier tokens); returns each layer's own (K, V) (B, H, L, Dh)."""
+    def commit_input(self, x: Tensor, y: Tensor) -> Tensor:
+        """What a finished token hands to its successors: f runs once over this (B, L, D).
+        "x+y" (default): the token's embedding plus its answer state, so the committed K/V carry
+        the token itself even where its state holds nothing else (e.g. a random operand digit);
+        "y": the answer state alone (the design note's literal §2.1 reading; an ablation)."""
+        return x + y if self.cfg.commit_input == "x+y" else y
+
+    def commit_kv(self, x: Tensor, y: Tensor, positions: Tensor, prefix: list[KV] | None = None
+                  ) -> list[KV]:
+        """The commit pass: one ordinary causal call of f over commit_input(x, y) (B, L, D),
+        reading `prefix` (committed entries of all earlier tokens); returns each layer's own
+        (K, V) (B, H, L, Dh)."""
         ctx = AttnContext(self_mask="causal", rope=self.rope(positions), prefix=prefix)
-        _, kvs = self.core.f(y, ctx, return_kv=True)
+        _, kvs = self.core.f(self.commit_input(x, y), ctx, return_kv=True)
         return kvs
 
     def refine(self, state: RecursionState, x: Tensor, positions: Tensor, prefix: list[KV],

@@ -13,11 +13,12 @@ from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, strictly_lower
 
 
-def commit_pass(model: TRMLanguageModel, y: Tensor, grad: bool) -> list[KV]:
-    """Committed cache of a whole sequence: one causal call of f over states y (B, L, D)."""
+def commit_pass(model: TRMLanguageModel, x: Tensor, y: Tensor, grad: bool) -> list[KV]:
+    """Committed cache of a whole sequence: one causal call of f over the commit input of
+    embeddings x and states y (B, L, D)."""
     positions = torch.arange(y.shape[1], device=y.device)
     with contextlib.nullcontext() if grad else torch.no_grad():
-        return model.commit_kv(y, positions)
+        return model.commit_kv(x, y, positions)
 
 
 def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
@@ -29,7 +30,7 @@ def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
     replaces y^(s-1) as the states to commit (the "final_sweep" training cache)."""
     L = x.shape[1]
     source = state.y if committed_y is None else committed_y
-    kvs = commit_pass(model, source.detach(), grad=commit_grad and grad != "none")
+    kvs = commit_pass(model, x, source.detach(), grad=commit_grad and grad != "none")
     positions = torch.arange(L, device=x.device)
     return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
 
@@ -76,7 +77,7 @@ def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
     final = model.initial_state(B, L).y
     steps = torch.zeros(B, L, dtype=torch.long, device=tokens.device)
     for _ in range(sweeps):
-        kvs = model.commit_kv(final, positions)
+        kvs = model.commit_kv(x, final, positions)
         state = model.initial_state(B, L)
         active = torch.ones(B, L, dtype=torch.bool, device=tokens.device)
         steps = torch.zeros_like(steps)

@@ -57,7 +57,7 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
             break
     for s, level in enumerate(caches.levels):
         y = ys[min(s, len(ys) - 1)]
-        level.commit(model.commit_kv(y, position, level.prefix()))
+        level.commit(model.commit_kv(x, y, position, level.prefix()))
     return DecodeOut(model.logits(state.y)[:, 0], steps)
 
 
