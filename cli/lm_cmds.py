@@ -90,6 +90,7 @@ def train_lm_cmd(
     config: Optional[str] = typer.Option(None, "--config", help="YAML file merged over the preset."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.d_model=64 (repeatable)."),
     data: list[str] = typer.Option([], "--data", help="Local text/json/jsonl file (repeatable); default: embedded tiny Shakespeare."),
+    task: Optional[str] = typer.Option(None, "--task", help="Built-in reasoning-text task instead of text: add-D, mul-D, arith, sudoku-text[-B] (each also -cot); see docs/language-model.md."),
     model: Optional[str] = typer.Option(None, "--model", help="trm | transformer | transformer-iso (default: the preset's)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -119,6 +120,13 @@ def train_lm_cmd(
             raise TRMError(f"data file not found: {f}")
     if data:
         cfg.data.files = list(data)
+    if task is not None:
+        cfg.data.task = task
+    text_task = None
+    if cfg.data.task:
+        from trmlm.puzzles.lm_tasks import get_task
+
+        text_task = get_task(cfg.data.task)
     out_path = out_dir or Path("runs") / f"{Path(preset).stem}-{cfg.arch}"
     ds_config = parallel_setup(nproc, deepspeed, cfg.train)
     guard_out_dir(out_path, resume, overwrite)
@@ -129,14 +137,16 @@ def train_lm_cmd(
               f"T={n.n_cycles} N_sup={n.max_sup_steps} context={n.seq_len} out={out_path}", soft_wrap=True)
     logger = PathJsonlLogger(out_path / "metrics.jsonl") if main_rank else Logger()
     trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter(),
-                                         resume=resume, deepspeed_config=ds_config)
+                                         resume=resume, deepspeed_config=ds_config, task=text_task)
     if not main_rank:
         return
     err.print(f"done: {trainer.step} optimizer steps, {trainer.train_seconds / 60:.1f} min training "
               f"({trainer.train_cpu_seconds / 60:.1f} CPU min), "
               f"{trainer.model.num_parameters():,} parameters; held-out bits/char: sequential "
               f"{metrics.get('bpc_sequential', float('nan')):.3f}, parallel estimate "
-              f"{metrics['bpc_parallel']:.3f}; checkpoint {out_path}", soft_wrap=True)
+              f"{metrics['bpc_parallel']:.3f}"
+              + (f"; held-out exact answers {metrics['exact_acc']:.3f}" if "exact_acc" in metrics else "")
+              + f"; checkpoint {out_path}", soft_wrap=True)
 
 
 def _steps_rows(text: str, steps: list[int]) -> str:
@@ -194,6 +204,8 @@ def generate_cmd(
                                cache=cache)
     model = lm.model.to(rt.device)
     n_sup = lm.cfg.model.max_sup_steps if lm.cfg.arch == "trm" else 0
+    if n_sup and (warning := gcfg.depth_warning(n_sup)):
+        err.print(f"warning: {warning}", soft_wrap=True)
     colour = show_steps and out.is_terminal and not as_json
     samples, char_steps = [], {}
     started: set[int] = set()
@@ -259,6 +271,8 @@ def eval_lm_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at most."),
     no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll at max steps."),
     per_step_cache: bool = typer.Option(False, "--per-step-cache", help="Also evaluate the step-synchronous decoder (one cache level per supervision step)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Score a reasoning-text task (default: the checkpoint's task, if it was trained on one): exact answers by greedy real-cache decoding, per-category token accuracy and steps."),
+    problems: int = typer.Option(500, help="Held-out problems to score with --task (the checkpoint's held-out seed)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
 ) -> None:
@@ -281,6 +295,12 @@ def eval_lm_cmd(
         halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps).items() if v is not None},
         no_halting=no_halting)
     policy = g.validate(lm.cfg.model.max_sup_steps)
+    if lm.cfg.arch == "trm" and (warning := g.depth_warning(lm.cfg.model.max_sup_steps)):
+        err.print(f"warning: {warning}", soft_wrap=True)
+    task_name = task or (lm.cfg.data.task if not data else "")
+    if task_name:
+        _eval_task(lm, task_name, problems, policy, batch, as_json, checkpoint)
+        return
     _, split = prepare_data(cfg, lm.tokenizer)
     metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy, per_step_cache)
     metrics.update(arch=cfg.arch, parameters=lm.model.num_parameters(), checkpoint=str(checkpoint),
@@ -290,6 +310,38 @@ def eval_lm_cmd(
         return
     for k, v in metrics.items():
         out.print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
+
+
+def _eval_task(lm, name: str, problems: int, policy, batch: int, as_json: bool, checkpoint: Path) -> None:
+    """eval-lm on a task: held-out problems from the checkpoint's held-out seed."""
+    from trmlm.lm.tasks.score import score_task
+    from trmlm.puzzles.lm_tasks import get_task
+
+    if problems < 1:
+        raise TRMError("--problems must be >= 1")
+    task = get_task(name)
+    missing = sorted(set(task.alphabet) - set(lm.tokenizer.decode(list(range(lm.tokenizer.vocab_size)))))
+    if missing:
+        raise TRMError(f"task {name!r} uses characters the checkpoint's tokenizer lacks: {''.join(missing)!r}")
+    examples = task.examples(problems, lm.cfg.data.task_eval_seed)
+    report = score_task(lm.model, lm.tokenizer, task, examples, policy, batch=max(1, batch) * 4)
+    report.update(task=name, arch=lm.cfg.arch, parameters=lm.model.num_parameters(),
+                  checkpoint=str(checkpoint), max_steps=policy.max_steps,
+                  halt_threshold=policy.threshold)
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    out.print(f"task {name}: {report['problems']} held-out problems, exact answers "
+              f"{report['exact_acc']:.4f}, {report['tokens_per_answer']:.1f} generated tokens and "
+              f"{report['steps_mean']:.2f} mean steps per token", soft_wrap=True)
+    out.print(f"{'rung':14s} {'exact':>7s} {'tokens':>7s} {'KV bytes':>9s} {'MFLOP':>8s} {'ms':>7s} {'steps':>6s}")
+    for rung, r in report["per_rung"].items():
+        out.print(f"{rung:14s} {r['exact_acc']:7.4f} {r['tokens_per_answer']:7.1f} "
+                  f"{r['kv_bytes_per_answer']:9.0f} {r['flops_per_answer'] / 1e6:8.2f} "
+                  f"{r['ms_per_answer']:7.2f} {r['steps_mean']:6.2f}")
+    out.print(f"{'category':14s} {'token acc':>9s} {'steps':>6s}")
+    for cat, acc in report["token_acc"].items():
+        out.print(f"{cat:14s} {acc:9.4f} {report['steps_per_category'][cat]:6.2f}")
 
 
 def train_tokenizer_cmd(

@@ -193,13 +193,22 @@ def test_halting_targets():
     logits = torch.zeros(1, 3, 17, dtype=torch.float64)
     logits[0, :, 4] = 1.0
     targets = torch.tensor([[4, 5, 4]])
-    got = halt_loss(cfg, model, y, logits, targets, torch.zeros(1, 3), None)
+    got = halt_loss(cfg, model, y, logits, targets, torch.zeros(1, 3), [], last=False)
     want = F.binary_cross_entropy_with_logits(model.halt_logit(y), torch.tensor([[1.0, 0.0, 1.0]]))
     torch.testing.assert_close(got, want)
     imp = dataclasses.replace(cfg, halt=dataclasses.replace(cfg.halt, target="improvement"))
-    assert float(halt_loss(imp, model, y, logits, targets, torch.zeros(1, 3), None)) == 0.0
+    assert float(halt_loss(imp, model, y, logits, targets, torch.zeros(1, 3), [], last=False)) == 0.0
     prev_y, prev_ce, ce = torch.randn(1, 3, 32, dtype=torch.float64), torch.tensor([[2.0, 1.0, 1.0]]), torch.ones(1, 3)
     label = 1 - torch.sigmoid(50 * ((prev_ce - ce).clamp(min=0) - 0.005))  # big gain -> continue
     assert label[0, 0] < 0.01 and label[0, 1] > 0.5
-    got = halt_loss(imp, model, y, logits, targets, ce, (prev_y, prev_ce))
+    got = halt_loss(imp, model, y, logits, targets, ce, [(prev_y, prev_ce)], last=False)
     torch.testing.assert_close(got, F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), label))
+    # `final`: only at the last step, every step's q against the full-depth loss: a step whose
+    # loss is far above the final one learns "continue", the final step itself "halt".
+    fin = dataclasses.replace(cfg, halt=dataclasses.replace(cfg.halt, target="final"))
+    assert float(halt_loss(fin, model, y, logits, targets, ce, [(prev_y, prev_ce)], last=False)) == 0.0
+    got = halt_loss(fin, model, y, logits, targets, ce, [(prev_y, prev_ce)], last=True)
+    final_label = torch.full((1, 3), 1 - float(torch.sigmoid(torch.tensor(50 * -0.005))))
+    want = (F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), label)
+            + F.binary_cross_entropy_with_logits(model.halt_logit(y), final_label)) / 2
+    torch.testing.assert_close(got, want)

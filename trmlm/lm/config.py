@@ -30,12 +30,16 @@ def _default_train() -> TrainConfig:
 class HaltConfig:
     """Per-token halting (AR-TRM.md §2.3)."""
 
-    target: Literal["correct", "improvement"] = "correct"  # training label of the halt head q
+    # Training label of the halt head q (docs/language-model.md, "Halting"): "correct" =
+    # 1[argmax is right]; "improvement" = step s+1 stops lowering this token's loss (Ouro);
+    # "final" = this step's loss is within the margin of the full-depth loss (stopping here
+    # costs nothing measurable against running all N_sup steps).
+    target: Literal["correct", "improvement", "final"] = "correct"
     threshold: float = 0.5        # inference: halt after a supervision step when sigmoid(q) >= this
     min_steps: int = 1            # inference: supervision steps at least
     max_steps: int = 0            # inference: at most; 0 = N_sup
     improvement_scale: float = 50.0    # Ouro: continue = sigmoid(scale (max(0, CE_{s-1}-CE_s) - margin))
-    improvement_margin: float = 0.005
+    improvement_margin: float = 0.005  # (also the scale/margin of "final", against CE_{N_sup})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -55,10 +59,19 @@ class DataConfig:
     tokenizer_path: str = ""       # an existing tokenizer file; empty = train one on the train split
     vocab_size: int = 2000         # for bpe / sentencepiece training
     val_fraction: float = 0.1      # held-out split = the last fraction of the text
+    # A built-in reasoning-text task instead of files (trmlm.lm.tasks: add-D, mul-D, arith, ...,
+    # sudoku-text*): problems are generated without end from train.seed; held-out problems
+    # from task_eval_seed, kept out of training wherever the problem space allows.
+    task: str = ""
+    task_eval_seed: int = 1_000_003
+    task_eval_problems: int = 300  # held-out problems scored (greedy, real cache) at each validation
+    loss_on: Literal["all", "target"] = "all"  # "target": CE only where the next token is a target's
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError("data.val_fraction must lie in (0, 1)")
+        if self.task_eval_problems < 1:
+            raise ValueError("data.task_eval_problems must be >= 1")
 
 
 @dataclass
@@ -76,6 +89,17 @@ class LMConfig:
     # committed prefix (costs one extra forward pass per batch; see docs/language-model.md).
     # "mixed": each batch one or the other with probability 1/2 (keeps both dynamics trained).
     train_cache: Literal["previous_step", "final_sweep", "mixed"] = "previous_step"
+    cache_sweeps: int = 0          # no-grad sweeps of the final_sweep pass; 0 = N_sup
+    cache_halting: bool = False    # final_sweep pass halts tokens like inference (learned q) so
+                                   # every step reads the states decoding will commit
+    # "per_step": an optimizer step after every supervision step (the puzzle TRM's deep
+    # supervision; a batch is used N_sup times); "per_batch": the N_sup step losses summed,
+    # one optimizer step per batch.
+    updates: Literal["per_step", "per_batch"] = "per_step"
+    # per_batch only: the gradient of step s's loss also flows through the committed cache into
+    # the earlier tokens' states of step s-1 (straight-through: the cache keeps its value), so
+    # earlier tokens learn to hand later ones what they need.
+    cross_grad: bool = False
     iso_layers: int = 0            # transformer-iso depth; 0 = model.effective_depth = T (n+1) layers
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=_default_train)
@@ -91,6 +115,10 @@ class LMConfig:
             raise ValueError("the LM uses RoPE (model.pos_encoding=rope): positions come from the cache")
         if self.iso_layers < 0:
             raise ValueError("iso_layers must be >= 0")
+        if self.cache_sweeps < 0:
+            raise ValueError("cache_sweeps must be >= 0")
+        if self.cross_grad and self.updates != "per_batch":
+            raise ValueError("cross_grad needs updates=per_batch (the gradient crosses supervision steps)")
 
     @property
     def context(self) -> int:

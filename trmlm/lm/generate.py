@@ -51,11 +51,20 @@ class GenerationConfig:
         max_steps = self.max_steps or n_sup
         if not 1 <= self.min_steps <= max_steps:
             raise TRMError(f"need 1 <= --min-steps ({self.min_steps}) <= --max-steps ({max_steps})")
-        if max_steps > n_sup:
-            raise TRMError(f"--max-steps {max_steps} exceeds the model's N_sup = {n_sup}")
+        if max_steps > n_sup and self.cache == "per-step":
+            raise TRMError(f"--max-steps {max_steps} exceeds N_sup = {n_sup}: the per-step cache has "
+                           f"one level per trained supervision step")
         if self.no_halting:
             return HaltPolicy.fixed(max_steps)
         return HaltPolicy(max_steps=max_steps, min_steps=self.min_steps, threshold=self.halt_threshold)
+
+    def depth_warning(self, n_sup: int) -> str | None:
+        """Test-time depth beyond training is allowed (the recursion runs any number of
+        supervision steps) but untrained: say so."""
+        if self.max_steps > n_sup:
+            return (f"--max-steps {self.max_steps} exceeds the trained N_sup = {n_sup}: steps "
+                    f"{n_sup + 1}..{self.max_steps} were never trained")
+        return None
 
 
 @dataclass

@@ -23,25 +23,42 @@ def commit_pass(model: TRMLanguageModel, x: Tensor, y: Tensor, grad: bool) -> li
 
 def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
                       commit_grad: bool = True, grad: GradMode = "last_cycle",
-                      committed_y: Tensor | None = None) -> RecursionState:
+                      committed_y: Tensor | None = None, cross_grad: bool = False) -> RecursionState:
     """Training supervision step s: commit pass over the detached y^(s-1) -> cache C^(s-1), then
     one supervision step of every position reading C^(s-1) strictly to its left plus its own live
     K/V. Within the step the prefix is fixed, exactly as during generation. `committed_y`
-    replaces y^(s-1) as the states to commit (the "final_sweep" training cache)."""
+    replaces y^(s-1) as the states to commit (the "final_sweep" training cache).
+
+    cross_grad: the committed states keep their value, but their gradient flows into state.y
+    (y^(s-1) with the graph of the step that made it): straight-through, so a later token's
+    loss trains what the earlier tokens hand it."""
     L = x.shape[1]
     source = state.y if committed_y is None else committed_y
-    kvs = commit_pass(model, x, source.detach(), grad=commit_grad and grad != "none")
+    commit_in = source.detach()
+    if cross_grad and state.y.requires_grad:
+        commit_in = commit_in + (state.y - state.y.detach())
+    kvs = commit_pass(model, x, commit_in, grad=commit_grad and grad != "none")
     positions = torch.arange(L, device=x.device)
     return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
 
 
 @torch.no_grad()
-def final_sweep_states(model: TRMLanguageModel, x: Tensor, steps: int) -> Tensor:
+def final_sweep_states(model: TRMLanguageModel, x: Tensor, steps: int,
+                       policy: HaltPolicy | None = None) -> Tensor:
     """y after `steps` previous-step supervision sweeps (no grad): the approximately final states
-    whose commit is the whole-refinement cache of the "final_sweep" training scheme."""
+    whose commit is the whole-refinement cache of the "final_sweep" training scheme. With a
+    (threshold) `policy`, a position stops once its halting head fires, as in decoding, and
+    keeps the state it halted with."""
     state = model.initial_state(x.shape[0], x.shape[1])
-    for _ in range(steps):
-        state = supervision_sweep(model, state, x, grad="none")
+    active = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # (B, L)
+    for s in range(1, steps + 1):
+        new = supervision_sweep(model, state, x, grad="none")
+        keep = active[..., None]
+        state = RecursionState(torch.where(keep, new.y, state.y), torch.where(keep, new.z, state.z))
+        if policy is not None and policy.threshold is not None and s >= policy.min_steps:
+            active = active & (torch.sigmoid(model.halt_logit(state.y)) < policy.threshold)
+            if not bool(active.any()):
+                break
     return state.y
 
 

@@ -21,9 +21,13 @@ from trmlm.lm.config import LMConfig
 from trmlm.lm.data import TokenData, load_text, random_windows, split_text
 from trmlm.lm.evaluate import evaluate_lm
 from trmlm.lm.generate import GenerationConfig, SampleDone, generate
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.parallel import final_sweep_states, supervision_sweep
-from trmlm.lm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from trmlm.lm.tasks import TextTask, get_task
+from trmlm.lm.tasks.base import Example
+from trmlm.lm.tasks.batches import TaskBatches, heldout_text
+from trmlm.lm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_tokenizer
 from trmlm.logging import Logger
 from trmlm.losses import token_cross_entropy
 from trmlm.configtools import to_dict
@@ -40,6 +44,26 @@ class Reporter:
     def step(self, step: int, metrics: dict[str, float]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
+
+
+@dataclass
+class TaskSetup:
+    """A reasoning-text task being trained: its generator and the held-out problems."""
+
+    task: TextTask
+    heldout: list[Example]
+
+
+def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = None
+                 ) -> tuple[Tokenizer, TokenData, TaskSetup]:
+    """A task's char tokenizer (its alphabet) and its held-out problems (task_eval_seed) as the
+    held-out split; training windows are generated as needed (TaskBatches)."""
+    if cfg.data.files or cfg.data.hub_dataset:
+        raise TRMError("give either a task or data files / a hub dataset, not both")
+    heldout = task.examples(cfg.data.task_eval_problems, cfg.data.task_eval_seed)
+    tok = tokenizer or CharTokenizer(sorted(set(task.alphabet)))
+    val = np.asarray(tok.encode(heldout_text(heldout)), dtype=np.int64)
+    return tok, TokenData(train=np.zeros(0, np.int64), val=val, val_chars=len(val)), TaskSetup(task, heldout)
 
 
 def prepare_data(cfg: LMConfig, tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, TokenData]:
@@ -69,20 +93,42 @@ class StepResult:
     metrics: dict[str, float]
 
 
+def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return values.mean()
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
 def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor, targets: Tensor,
-              ce: Tensor, prev: tuple[Tensor, Tensor] | None) -> Tensor:
-    """AR-TRM.md §2.3. `correct`: BCE(q(y_s), 1[argmax head(y_s) == t_{i+1}]). `improvement`
-    (Ouro): q(y_{s-1}) learns whether step s lowered the token's CE: halt label =
-    1 - sigmoid(scale (max(0, CE_{s-1} - CE_s) - margin)) on detached losses; no label at s = 1."""
-    if cfg.halt.target == "correct":
+              ce: Tensor, history: list[tuple[Tensor, Tensor]], last: bool) -> Tensor:
+    """The halting head's loss after supervision step s (docs/language-model.md, "Halting").
+
+    `correct`: BCE(q(y_s), 1[argmax head(y_s) == t_{i+1}]). `improvement` (Ouro): q(y_{s-1})
+    learns whether step s lowered the token's CE: halt label = 1 - sigmoid(scale (max(0,
+    CE_{s-1} - CE_s) - margin)); no label at s = 1. `final`: at the last step, q(y_s) of every
+    step s learns whether stopping there loses against full depth: halt label = 1 - sigmoid(
+    scale (max(0, CE_s - CE_{N_sup}) - margin)). `history` holds the detached (y_s, CE_s) of the
+    earlier steps; every label comes from detached losses (all tokens, whatever the loss mask)."""
+    h = cfg.halt
+    if h.target == "correct":
         label = (logits.detach().argmax(-1) == targets).float()
         return F.binary_cross_entropy_with_logits(model.halt_logit(y), label)
-    if prev is None:
+    if h.target == "improvement":
+        if not history:
+            return y.new_zeros(())
+        prev_y, prev_ce = history[-1]
+        gain = (prev_ce - ce.detach()).clamp(min=0)
+        cont = torch.sigmoid(h.improvement_scale * (gain - h.improvement_margin))
+        return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), 1.0 - cont)
+    if not last:
         return y.new_zeros(())
-    prev_y, prev_ce = prev
-    gain = (prev_ce - ce.detach()).clamp(min=0)
-    cont = torch.sigmoid(cfg.halt.improvement_scale * (gain - cfg.halt.improvement_margin))
-    return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), 1.0 - cont)
+    final_ce = ce.detach()
+    losses = []
+    for past_y, past_ce in [*history, (y.detach(), final_ce)]:
+        loss_gap = (past_ce - final_ce).clamp(min=0)
+        cont = torch.sigmoid(h.improvement_scale * (loss_gap - h.improvement_margin))
+        losses.append(F.binary_cross_entropy_with_logits(model.halt_logit(past_y), 1.0 - cont))
+    return torch.stack(losses).mean()
 
 
 class Trainer:
@@ -91,9 +137,11 @@ class Trainer:
     def __init__(self, cfg: LMConfig, model: LanguageModel, tokenizer: Tokenizer, data: TokenData,
                  logger: Logger | None = None, reporter: Reporter | None = None,
                  out_dir: str | Path | None = None,
-                 deepspeed_config: dict[str, Any] | None = None) -> None:
+                 deepspeed_config: dict[str, Any] | None = None, task: TaskSetup | None = None) -> None:
         t = cfg.train
-        self.cfg, self.tokenizer, self.data = cfg, tokenizer, data
+        self.cfg, self.tokenizer, self.data, self.task = cfg, tokenizer, data, task
+        self.batches = (TaskBatches(task.task, tokenizer, cfg.context, task.heldout, cfg.data.loss_on)
+                        if task is not None else None)
         self.logger, self.reporter = logger or Logger(), reporter or Reporter()
         self.out_dir = Path(out_dir) if out_dir else None
         self.runtime = resolve_runtime(t.device, t.dtype, t.threads)
@@ -131,41 +179,62 @@ class Trainer:
         spent = self.train_cpu_seconds if self.cfg.budget_clock == "cpu" else self.train_seconds
         return t.max_minutes <= 0 or spent < 60 * t.max_minutes
 
-    def train_batch(self, batch: Tensor) -> list[dict[str, float]]:
-        """One batch of windows (B, L + 1). TRM: up to N_sup supervision steps, each its own
-        optimizer step with the carry detached; transformers: one step."""
+    def train_batch(self, batch: Tensor, mask: Tensor | None = None) -> list[dict[str, float]]:
+        """One batch of windows (B, L + 1), `mask` (B, L) the positions that carry loss (None =
+        all). TRM: N_sup supervision steps, each its own optimizer step (updates=per_step) or
+        all summed into one (per_batch); transformers: one step."""
         inp, tgt = batch[:, :-1], batch[:, 1:]
-        cfg, model, logs = self.cfg, self.model, []
+        cfg, model = self.cfg, self.model
         if not isinstance(model, TRMLanguageModel):
             with self.runtime.autocast():
                 ce = token_cross_entropy(model(inp)[0], tgt, cfg.train.loss)
-            self._update(ce.mean())
-            return [{"loss": float(ce.detach().mean())}]
+            self._update(_masked_mean(ce, mask))
+            return [{"loss": float(_masked_mean(ce.detach(), mask))}]
+        per_batch = cfg.updates == "per_batch"
         state = model.initial_state(*inp.shape)
-        prev: tuple[Tensor, Tensor] | None = None
-        committed = None  # "previous_step": each step commits y^(s-1) (AR-TRM.md §2.2)
+        history: list[tuple[Tensor, Tensor]] = []  # detached (y_s, CE_s) for the halting labels
+        committed = None  # "previous_step": each step commits y^(s-1) (docs/language-model.md)
         final = cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)
         if final:
-            committed = final_sweep_states(model, model.embed_tokens(inp), cfg.model.max_sup_steps)
-        for s in range(cfg.model.max_sup_steps):
-            if s > 0 and not self._budget_left():
+            policy = self._cache_policy()
+            committed = final_sweep_states(model, model.embed_tokens(inp),
+                                           cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
+        logs, total = [], None
+        S = cfg.model.max_sup_steps
+        for s in range(S):
+            if not per_batch and s > 0 and not self._budget_left():
                 break
             with self.runtime.autocast():
                 x = model.embed_tokens(inp)
                 new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
-                                        committed_y=committed)
+                                        committed_y=committed, cross_grad=cfg.cross_grad)
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L)
-                q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, prev)
-                loss = ce.mean() + cfg.train.halt_loss_weight * q_loss
-            self._update(loss)
+                q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history, last=s == S - 1)
+                loss = _masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
+            if per_batch:
+                total = loss / S if total is None else total + loss / S
+            else:
+                self._update(loss)
             with torch.no_grad():
                 halt_p = torch.sigmoid(model.halt_logit(new.y)).mean()
-            logs.append({"loss": float(ce.detach().mean()), "q_loss": float(q_loss.detach()), "sup_step": s + 1,
-                         "halt_prob": float(halt_p)})
-            state = new.detach()
-            prev = (state.y, ce.detach())
+            logs.append({"loss": float(_masked_mean(ce.detach(), mask)), "q_loss": float(q_loss.detach()),
+                         "sup_step": s + 1, "halt_prob": float(halt_p)})
+            history.append((new.y.detach(), ce.detach()))
+            # The carry is detached for the recursion (the core detaches it before the last
+            # cycle); with cross_grad the commit of step s+1 still reaches this step's graph.
+            state = new if cfg.cross_grad else new.detach()
+        if per_batch:
+            self._update(total)
         return logs
+
+    def _cache_policy(self) -> HaltPolicy | None:
+        """With cache_halting, the final_sweep pass stops each token where decoding would (the
+        config's learned-halting threshold), so training reads the states decoding commits."""
+        h = self.cfg.halt
+        if not self.cfg.cache_halting:
+            return None
+        return HaltPolicy(max_steps=self.cfg.max_steps, min_steps=h.min_steps, threshold=h.threshold)
 
     # -- evaluation ----------------------------------------------------------------------------
     def full_weights(self) -> dict[str, Tensor]:
@@ -192,6 +261,18 @@ class Trainer:
         cfg = self.cfg
         if cfg.sample_tokens <= 0:
             return ""
+        if self.task is not None:  # greedy answers to the first held-out problems of each rung
+            from trmlm.lm.tasks.score import greedy_batch
+
+            model, lines, seen = self.eval_model(), [], set()
+            for ex in self.task.heldout:
+                if ex.task in seen:
+                    continue
+                seen.add(ex.task)
+                g = greedy_batch(model, self.tokenizer, [ex.prompt], len(ex.target) + 8, self._policy())
+                lines.append(f"{ex.prompt}{g.texts[0].rstrip()}  (want {ex.target.rstrip()})")
+            self.model.train()
+            return "\n".join(lines)
         gen = GenerationConfig(max_new_tokens=min(cfg.sample_tokens, cfg.context - 8),
                                temperature=0.8, seed=0, halt_threshold=cfg.halt.threshold,
                                min_steps=cfg.halt.min_steps, max_steps=cfg.halt.max_steps)
@@ -225,9 +306,9 @@ class Trainer:
         next_eval, last_log = (self.step // t.eval_every + 1) * t.eval_every, self.step
         metrics: dict[str, Any] = {}
         while self._budget_left():
-            batch = random_windows(self.data.train, t.batch_size, self.cfg.context, self.rng)[self.slots]
+            batch, mask = self._draw(t.batch_size)
             t0, c0 = time.perf_counter(), time.process_time()
-            logs = self.train_batch(batch.to(self.runtime.device))
+            logs = self.train_batch(batch, mask)
             self.train_seconds += time.perf_counter() - t0
             self.train_cpu_seconds += time.process_time() - c0
             row = dict(logs[-1], bpc_train=logs[-1]["loss"] / math.log(2) / self.data.val_chars_per_token,
@@ -246,6 +327,15 @@ class Trainer:
         metrics = self._validate(final=True)
         self.reporter.stop()
         return metrics
+
+    def _draw(self, rows: int) -> tuple[Tensor, Tensor | None]:
+        """The global batch (every process draws the same) and this process's slice of it."""
+        if self.batches is None:
+            batch, mask = random_windows(self.data.train, rows, self.cfg.context, self.rng), None
+        else:
+            batch, mask = self.batches.draw(self.rng, rows)
+        device = self.runtime.device
+        return batch[self.slots].to(device), None if mask is None else mask[self.slots].to(device)
 
     def _validate(self, final: bool) -> dict[str, Any]:
         metrics = self._validate_main(final) if self.dist.is_main else {}
@@ -298,14 +388,36 @@ class Trainer:
         self.train_seconds, self.train_cpu_seconds = meta["train_seconds"], meta["train_cpu_seconds"]
         self.reporter.message(f"resumed from {state_dir} at step {self.step}")
 
+    def _policy(self) -> HaltPolicy:
+        h = self.cfg.halt
+        return HaltPolicy(max_steps=self.cfg.max_steps, min_steps=h.min_steps, threshold=h.threshold)
+
+    def evaluate_task(self, final: bool) -> dict[str, Any]:
+        """Exact answers on the held-out problems: greedy, real cache, the config's halting (and
+        per-category token accuracy and steps at the final validation)."""
+        from trmlm.lm.tasks.score import score_task
+
+        model = self.eval_model()
+        out = score_task(model, self.tokenizer, self.task.task, self.task.heldout, self._policy(),
+                         batch=self.cfg.train.eval_batch_size * 4, teacher_forced=final)
+        self.model.train()
+        flat = {"exact_acc": out["exact_acc"], "answer_steps_mean": out["steps_mean"]}
+        flat.update({f"exact_acc/{k}": v["exact_acc"] for k, v in out["per_rung"].items()})
+        if final:
+            flat["task_report"] = out
+        return flat
+
     def _validate_main(self, final: bool) -> dict[str, Any]:
-        metrics = self.evaluate(sequential=True)
+        metrics = self.evaluate(sequential=self.task is None or final)
+        if self.task is not None:
+            metrics.update(self.evaluate_task(final))
         metrics.update(step=self.step, train_seconds=round(self.train_seconds, 1),
                        train_cpu_seconds=round(self.train_cpu_seconds, 1))
-        self.history.append({k: v for k, v in metrics.items() if not isinstance(v, list)})
-        self.logger.log(self.step, {k: v for k, v in metrics.items() if not isinstance(v, list)})
+        scalars = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+        self.history.append(scalars)
+        self.logger.log(self.step, scalars)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()
-                          if k.startswith(("bpc", "steps_mean")) and isinstance(v, float))
+                          if k.startswith(("bpc", "steps_mean", "exact_acc")) and isinstance(v, float))
         self.reporter.message(f"step {self.step} ({self.train_seconds:.0f}s): {shown}")
         sample = self.sample_text()
         if sample:
@@ -317,20 +429,29 @@ class Trainer:
 
 def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,
                       reporter: Reporter | None = None, resume: bool = False,
-                      deepspeed_config: dict[str, Any] | None = None) -> tuple[Trainer, dict[str, Any]]:
+                      deepspeed_config: dict[str, Any] | None = None, task: TextTask | None = None
+                      ) -> tuple[Trainer, dict[str, Any]]:
     """Data -> tokenizer -> model (vocab from the tokenizer) -> Trainer.run(); with `resume`, the
-    run's own tokenizer and its latest saved training state."""
+    run's own tokenizer and its latest saved training state. A reasoning-text task (cfg.data.task)
+    is resolved by name here unless given (tasks from the puzzle layer are passed in)."""
     import dataclasses
 
     from trmlm.lm.model import build_model
 
     seed_everything(cfg.train.seed)
-    tokenizer, data = prepare_data(cfg, load_tokenizer(out_dir) if resume and out_dir else None)
+    own_tokenizer = load_tokenizer(out_dir) if resume and out_dir else None
+    setup = None
+    if cfg.data.task:
+        task = task or get_task(cfg.data.task)
+        tokenizer, data, setup = prepare_task(cfg, task, own_tokenizer)
+    else:
+        tokenizer, data = prepare_data(cfg, own_tokenizer)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     if len(data.val) < cfg.context + 1:
         raise TRMError(f"held-out split has {len(data.val)} tokens, fewer than the context + 1 "
                        f"({cfg.context + 1}); give more text or a smaller model.seq_len")
-    trainer = Trainer(cfg, build_model(cfg), tokenizer, data, logger, reporter, out_dir, deepspeed_config)
+    trainer = Trainer(cfg, build_model(cfg), tokenizer, data, logger, reporter, out_dir, deepspeed_config,
+                      task=setup)
     if resume:
         trainer.resume()
     return trainer, trainer.run()

@@ -1,0 +1,164 @@
+"""Scoring a task: exact answers by greedy sequential decoding with the real KV cache, per-category
+token accuracy and steps (teacher-forced, same cache and halting), and the cost of an answer."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trmlm.bench.common import decode_flops_per_token
+from trmlm.flops import f_forward_flops
+from trmlm.lm.cache import KVCache
+from trmlm.lm.decode import decode_step, prefill, sequential_logits
+from trmlm.lm.halting import HaltPolicy
+from trmlm.lm.model import LanguageModel, TRMLanguageModel
+from trmlm.lm.tasks import rungs
+from trmlm.lm.tasks.base import EASY, END, HARD, Example, TextTask
+from trmlm.lm.tokenizer import Tokenizer
+
+
+@dataclass
+class Greedy:
+    """Greedy continuations of one batch of equal-length prompts."""
+
+    texts: list[str]        # continuation up to and including END (or max length)
+    steps: Tensor           # (B, P + G) supervision steps per position (prompt, then generated)
+    seconds: float
+
+
+@torch.no_grad()
+def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], max_new: int,
+                 policy: HaltPolicy) -> Greedy:
+    """Prefill the prompts (same length) token by token, then feed back the argmax until every
+    row wrote END or `max_new` tokens. Rows that finished keep decoding (their extra tokens are
+    cut), so one batch stays one tensor."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([tokenizer.encode(p) for p in prompts], device=device)
+    B, P = ids.shape
+    t0 = time.perf_counter()
+    cache = KVCache.for_model(model, B, P + max_new)
+    out, prompt_steps = prefill(model, cache, ids, policy)
+    gen, steps = [], [prompt_steps]
+    end_id = tokenizer.encode(END)[0]
+    for k in range(max_new):
+        token = out.logits.argmax(-1)  # (B,)
+        gen.append(token)
+        if k == max_new - 1 or bool((torch.stack(gen, 1) == end_id).any(1).all()):
+            break
+        out = decode_step(model, cache, token, policy)
+        steps.append(out.steps[:, None])
+    seconds = time.perf_counter() - t0
+    texts = []
+    for row in torch.stack(gen, 1).tolist():
+        text = tokenizer.decode(row)
+        texts.append(text.split(END, 1)[0] + END if END in text else text)
+    return Greedy(texts, torch.cat(steps, 1), seconds)
+
+
+def _by_rung(task: TextTask, examples: list[Example]) -> dict[str, list[Example]]:
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        groups[ex.task].append(ex)
+    names = [r.name for r in rungs(task)]
+    return {n: groups[n] for n in names if groups[n]}
+
+
+def flops_per_token(model: LanguageModel, steps: Tensor, keys: Tensor) -> Tensor:
+    """Analytic forward matmul FLOPs of decoding tokens (N,) that used `steps` supervision steps
+    and attended `keys` entries each (TRM: decode_flops_per_token; transformers: one causal pass)."""
+    net = model.cfg.model
+    if isinstance(model, TRMLanguageModel):
+        one = torch.ones_like(steps)
+        return decode_flops_per_token(net, steps, keys, one, steps)
+    import dataclasses
+
+    deep = dataclasses.replace(net, n_layers=model.depth)
+    a = f_forward_flops(deep, 1, 1, keys=0)
+    b = f_forward_flops(deep, 1, 1, keys=1) - a
+    return a + b * keys.double() + 2 * net.d_model * net.vocab_size
+
+
+@torch.no_grad()
+def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examples: list[Example],
+               policy: HaltPolicy, batch: int = 64, teacher_forced: bool = True) -> dict[str, Any]:
+    """Exact-answer accuracy (greedy, real cache, `policy` halting) overall and per rung, with
+    per answer: generated tokens, KV bytes, FLOPs and ms; and, teacher-forced on the reference
+    lines, token accuracy and mean supervision steps per category (a position's steps and
+    accuracy are charged to the category of the token it predicts)."""
+    model.eval()
+    kv_per_token = KVCache.for_model(model, 1, 1).bytes_per_token()
+    per_rung: dict[str, Any] = {}
+    cat_correct: dict[str, float] = defaultdict(float)
+    cat_count: dict[str, float] = defaultdict(float)
+    cat_steps: dict[str, float] = defaultdict(float)
+    total_correct = total = 0
+    all_steps, gen_tokens, flops, seconds = [], 0, 0.0, 0.0
+    for name, group in _by_rung(task, examples).items():
+        rung = next(r for r in rungs(task) if r.name == name)
+        correct, r_tokens, r_cached, r_flops, r_seconds, r_steps = 0, 0, 0, 0.0, 0.0, []
+        for i in range(0, len(group), batch):
+            chunk = group[i:i + batch]
+            g = greedy_batch(model, tokenizer, [ex.prompt for ex in chunk], rung.max_target, policy)
+            r_seconds += g.seconds
+            P = len(chunk[0].prompt)
+            for j, (ex, text) in enumerate(zip(chunk, g.texts)):
+                correct += rung.is_correct(ex, text)
+                n_gen = len(tokenizer.encode(text))
+                r_tokens += n_gen
+                fed = P + n_gen - 1           # positions refined and cached: all but the last token
+                r_cached += fed
+                s = g.steps[j, :fed]
+                keys = torch.arange(1, fed + 1, device=s.device)
+                r_flops += float(flops_per_token(model, s, keys).sum())
+                r_steps.append(s.float())
+            if teacher_forced:
+                _teacher_forced(model, tokenizer, chunk, policy, cat_correct, cat_count, cat_steps)
+        steps_cat = torch.cat(r_steps) if r_steps else torch.zeros(1)
+        n = len(group)
+        per_rung[name] = {"exact_acc": correct / n, "problems": n,
+                          "tokens_per_answer": r_tokens / n,
+                          "kv_bytes_per_answer": kv_per_token * r_cached / n,
+                          "flops_per_answer": r_flops / n, "ms_per_answer": 1000 * r_seconds / n,
+                          "steps_mean": float(steps_cat.mean())}
+        total_correct += correct
+        total += n
+        all_steps.append(steps_cat)
+        gen_tokens += r_tokens
+        flops += r_flops
+        seconds += r_seconds
+    out: dict[str, Any] = {"exact_acc": total_correct / max(1, total), "problems": total,
+                           "per_rung": per_rung, "tokens_per_answer": gen_tokens / max(1, total),
+                           "flops_per_answer": flops / max(1, total),
+                           "ms_per_answer": 1000 * seconds / max(1, total),
+                           "steps_mean": float(torch.cat(all_steps).mean()) if all_steps else 0.0}
+    if teacher_forced:
+        out["token_acc"] = {c: cat_correct[c] / cat_count[c] for c in cat_count}
+        out["steps_per_category"] = {c: cat_steps[c] / cat_count[c] for c in cat_count}
+        out["steps_hard"] = _mean_over(cat_steps, cat_count, HARD)
+        out["steps_easy"] = _mean_over(cat_steps, cat_count, EASY)
+    return out
+
+
+def _mean_over(sums: dict[str, float], counts: dict[str, float], cats: tuple[str, ...]) -> float:
+    n = sum(counts[c] for c in cats if c in counts)
+    return sum(sums[c] for c in cats if c in counts) / n if n else float("nan")
+
+
+def _teacher_forced(model: LanguageModel, tokenizer: Tokenizer, chunk: list[Example],
+                    policy: HaltPolicy, correct: dict, count: dict, steps_sum: dict) -> None:
+    """Sequential real-cache decoding of the reference lines: argmax accuracy and steps of each
+    position, charged to the category of its next token."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([tokenizer.encode(ex.text) for ex in chunk], device=device)  # (B, L)
+    logits, steps = sequential_logits(model, ids[:, :-1], policy)
+    hit = (logits.argmax(-1) == ids[:, 1:]).float()  # (B, L - 1)
+    for j, ex in enumerate(chunk):
+        for i, cat in enumerate(ex.categories[1:]):
+            correct[cat] += float(hit[j, i])
+            count[cat] += 1
+            steps_sum[cat] += float(steps[j, i])
