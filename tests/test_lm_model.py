@@ -10,7 +10,8 @@ import torch
 from trmlm.layers import AttnContext
 from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
-from trmlm.lm.decode import prefill, reference_logits, sequential_logits
+from trmlm.lm.decode import decode_step, prefill, reference_logits, run_token_by_token, sequential_logits
+from trmlm.lm.exits import ArgmaxExit, KLExit, OracleExit, RandomExit
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, build_model
 from trmlm.lm.parallel import final_sweep_states, jacobi_logits, supervision_sweep
@@ -72,9 +73,67 @@ def test_cached_decode_equals_full_recompute_with_halting():
     t = tokens(B=3)
     policy = HaltPolicy(max_steps=3, min_steps=1, threshold=0.5)
     cached, s1 = sequential_logits(model, t, policy)
+    assert len(torch.unique(s1)) > 1, s1  # halting really varies the depth here
     ref, s2 = reference_logits(model, t, policy)
     assert torch.equal(s1, s2)
     torch.testing.assert_close(cached, ref, atol=1e-10, rtol=1e-10)
+    # An oracle that shares no decode loop with the two above: L Jacobi sweeps of all positions
+    # at once (parallel.jacobi_states) halt every token where sequential decoding did.
+    par, s3 = jacobi_logits(model, t, sweeps=t.shape[1], policy=policy)
+    assert torch.equal(s3, s1)
+    torch.testing.assert_close(par, cached, atol=1e-10, rtol=1e-10)
+
+
+def _told_targets(targets: torch.Tensor):
+    """decode_step that tells an OracleExit each token's true successor (targets (B, L))."""
+    it = iter(targets.T)
+
+    def step(model, cache, token, policy):
+        policy.target = next(it)
+        return decode_step(model, cache, token, policy)
+
+    return step
+
+
+EXIT_RULES = {  # each makes steps vary on make()'s model and tokens(B=3, L=8)
+    "fixed": lambda: HaltPolicy.fixed(2),
+    "learned": lambda: HaltPolicy(max_steps=3, min_steps=1, threshold=0.5),
+    "random": lambda: RandomExit(3, mean_depth=1.6, generator=torch.Generator().manual_seed(3)),
+    "kl": lambda: KLExit(3, eps=0.2),
+    "argmax": lambda: ArgmaxExit(3, patience=1),
+    "oracle": lambda: OracleExit(3),
+}
+
+
+@pytest.mark.parametrize("rule", list(EXIT_RULES))
+def test_L_jacobi_sweeps_equal_sequential_decode_for_every_exit_rule(rule):
+    """Parallel prefill (jacobi_states) runs each exit rule through the same protocol as decoding:
+    L sweeps give the sequential decode's logits and per-token steps."""
+    model = make()
+    t = tokens(B=3, L=8)
+    successors = torch.roll(t, -1, dims=1)
+    seq_rule, par_rule = EXIT_RULES[rule](), EXIT_RULES[rule]()
+    if rule == "oracle":
+        seq, seq_steps = run_token_by_token(_told_targets(successors), model, KVCache.for_model(model, 3, 8),
+                                            t, seq_rule)
+        par_rule.target = successors
+    else:
+        seq, seq_steps = sequential_logits(model, t, seq_rule)
+    if rule != "fixed":
+        assert len(torch.unique(seq_steps)) > 1, seq_steps  # the rule really exits early somewhere
+    par, par_steps = jacobi_logits(model, t, sweeps=8, policy=par_rule)
+    assert torch.equal(par_steps, seq_steps)
+    torch.testing.assert_close(par, seq, atol=1e-10, rtol=1e-10)
+
+
+def test_oracle_exit_refuses_a_target_of_the_wrong_shape():
+    model = make()
+    rule = OracleExit(3)
+    with pytest.raises(ValueError, match="OracleExit needs .target"):
+        jacobi_logits(model, tokens(B=3, L=8), sweeps=1, policy=rule)
+    rule.target = torch.zeros(3, dtype=torch.long)  # one token per sequence: right for decoding only
+    with pytest.raises(ValueError, match=r"3 x 8 tokens"):
+        jacobi_logits(model, tokens(B=3, L=8), sweeps=1, policy=rule)
 
 
 def test_L_jacobi_sweeps_equal_sequential_decode():
@@ -146,14 +205,36 @@ def test_halting_disabled_equals_fixed_unroll_and_halting_varies_steps():
     assert int(steps_min.min()) >= 2
 
 
+def _storage_bytes(obj) -> int:
+    """Bytes of every tensor storage an object holds in its attributes (lists included)."""
+    seen = {}
+    for value in vars(obj).values():
+        for t in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(t, torch.Tensor):
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
 @pytest.mark.parametrize("n_sup,n,T", [(1, 1, 1), (3, 2, 2), (16, 6, 3)])
 def test_kv_bytes_per_token_independent_of_recursion_depth(n_sup, n, T):
+    """Decode real tokens at full depth into a NaN-filled cache: what decoding writes per token is
+    layers x (K, V) x D values whatever the depth, at positions < pos only, and nothing the cache
+    holds grows."""
     model = make(max_sup_steps=n_sup, n_latent=n, n_cycles=T)
     cache = KVCache.for_model(model, batch=1)
-    assert cache.bytes_per_token() == 2 * 2 * 32 * 8  # layers x (K, V) x D x fp64
+    for buf in (cache.k, cache.v):
+        buf.fill_(float("nan"))  # sentinel: every value a commit stores replaces one NaN
+    held = _storage_bytes(cache)
     t = tokens(B=1, L=4)
-    sequential_logits(model, t, HaltPolicy.fixed(n_sup))  # decoding does not grow anything else
-    assert cache.k.shape == (2, 1, 4, 12, 8)
+    policy = HaltPolicy.fixed(n_sup)
+    for i in range(4):
+        out = decode_step(model, cache, t[:, i], policy)
+        assert int(out.steps) == n_sup and cache.pos == i + 1
+    written = [~buf.isnan() for buf in (cache.k, cache.v)]  # (layers, B, H, max_len, Dh)
+    per_token = sum(int(w.sum()) for w in written) * cache.k.element_size() / 4
+    assert per_token == 2 * 2 * 32 * 8 == cache.bytes_per_token()  # layers x (K, V) x D x fp64
+    assert all(bool(w[..., :4, :].all()) and not bool(w[..., 4:, :].any()) for w in written)
+    assert _storage_bytes(cache) == held
 
 
 def test_cache_position_and_overflow():

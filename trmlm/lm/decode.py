@@ -29,17 +29,18 @@ def refine_token(model: TRMLanguageModel, x: Tensor, position: Tensor, prefix: l
     state = model.initial_state(B, 1)
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
-    policy.begin(B, x.device)
+    policy.begin(B, x.device, 1)
     for s in range(1, policy.max_steps + 1):
         new = model.refine(state, x, position, prefix, None, grad="none")
         state = state.where(active, new)
         steps += active.long()
-        halt = policy.halt(s, state.y, model)
+        halt = policy.halt(s, state.y, model)  # (B, 1)
         if halt is not None:
-            active = active & ~halt
+            active = active & ~halt[:, 0]
         if not bool(active.any()):
             break
-    return policy.finish(state.y, steps)
+    y, steps = policy.finish(state.y, steps[:, None])
+    return y, steps[:, 0]
 
 
 @torch.no_grad()

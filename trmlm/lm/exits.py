@@ -11,15 +11,19 @@ from torch import Tensor
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel
 
-# Every rule follows HaltPolicy's protocol (begin / halt / finish, max_steps), so the one decode
-# loop in decode.refine_token runs them all. HaltPolicy itself is the learned exit (threshold on
+# Every rule follows HaltPolicy's protocol (begin / halt / finish over a block of tokens (B, L),
+# max_steps), so the one decode loop in decode.refine_token and the Jacobi evaluator in
+# parallel.jacobi_states run them all. HaltPolicy itself is the learned exit (threshold on
 # sigmoid(q)) and, with threshold None, the fixed depth.
 
 
 @dataclass
 class RandomExit(HaltPolicy):
     """Each token draws its depth so that the mean is `mean_depth`: floor(m) or floor(m) + 1
-    (with probability frac(m)). The control for a learned exit of the same mean depth."""
+    (with probability frac(m)). The control for a learned exit of the same mean depth.
+
+    Draws are made token after token (position-major), so a block of L tokens gets the depths
+    that L single-token decode steps would draw from the same generator state."""
 
     mean_depth: float = 1.0
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
@@ -31,10 +35,11 @@ class RandomExit(HaltPolicy):
             raise ValueError(f"mean_depth {self.mean_depth} outside [1, {self.max_steps}]")
         self._depth: Tensor | None = None
 
-    def begin(self, batch: int, device: torch.device) -> None:
+    def begin(self, batch: int, device: torch.device, length: int = 1) -> None:
         base = math.floor(self.mean_depth)
-        extra = torch.rand(batch, generator=self.generator) < (self.mean_depth - base)
-        self._depth = (base + extra.long()).clamp(max=self.max_steps).to(device)  # (B,)
+        u = torch.rand(length * batch, generator=self.generator).view(length, batch).T  # (B, L)
+        extra = u < (self.mean_depth - base)
+        self._depth = (base + extra.long()).clamp(max=self.max_steps).to(device)  # (B, L)
 
     def halt(self, step: int, y: Tensor, model: TRMLanguageModel) -> Tensor | None:
         return step >= self._depth
@@ -48,15 +53,13 @@ class KLExit(HaltPolicy):
     eps: float = 0.01
     threshold: float | None = None
 
-    def begin(self, batch: int, device: torch.device) -> None:
-        self._prev: Tensor | None = None
-
     def halt(self, step: int, y: Tensor, model: TRMLanguageModel) -> Tensor | None:
-        logp = torch.log_softmax(model.logits(y)[:, 0].float(), dim=-1)  # (B, V)
-        prev, self._prev = self._prev, logp
+        logp = torch.log_softmax(model.logits(y).float(), dim=-1)  # (B, L, V)
+        prev = None if step == 1 else self._prev
+        self._prev = logp
         if prev is None or step < self.min_steps:
             return None
-        return (logp.exp() * (logp - prev)).sum(-1) < self.eps
+        return (logp.exp() * (logp - prev)).sum(-1) < self.eps  # (B, L)
 
 
 @dataclass
@@ -67,13 +70,11 @@ class ArgmaxExit(HaltPolicy):
     patience: int = 1
     threshold: float | None = None
 
-    def begin(self, batch: int, device: torch.device) -> None:
-        self._prev: Tensor | None = None
-        self._same = torch.zeros(batch, dtype=torch.long, device=device)
-
     def halt(self, step: int, y: Tensor, model: TRMLanguageModel) -> Tensor | None:
-        top = model.logits(y)[:, 0].argmax(-1)  # (B,)
-        if self._prev is not None:
+        top = model.logits(y).argmax(-1)  # (B, L)
+        if step == 1:
+            self._same = torch.zeros_like(top)
+        else:
             self._same = torch.where(top == self._prev, self._same + 1, torch.zeros_like(self._same))
         self._prev = top
         return self._same >= self.patience
@@ -83,25 +84,29 @@ class ArgmaxExit(HaltPolicy):
 class OracleExit(HaltPolicy):
     """Knows the next token: runs all max_steps, then keeps (commits and predicts from) the step
     whose prediction gives the true next token the lowest NLL (ties: the shallowest). Reports that
-    step as the depth; the compute actually spent is max_steps. Set `target` (B,) before each token."""
+    step as the depth; the compute actually spent is max_steps. Set `target` before each block
+    of tokens: (B,) for one token per sequence, (B, L) for a Jacobi sweep over L positions."""
 
     threshold: float | None = None
     target: Tensor | None = None
 
-    def begin(self, batch: int, device: torch.device) -> None:
-        self._ys: list[Tensor] = []
-        self._model: TRMLanguageModel | None = None
-
     def halt(self, step: int, y: Tensor, model: TRMLanguageModel) -> Tensor | None:
+        if step == 1:
+            self._ys: list[Tensor] = []
         self._ys.append(y)
         self._model = model
         return None
 
     def finish(self, y: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
-        if self.target is None:
-            raise ValueError("OracleExit needs .target (the true next token) before every token")
-        ys = torch.stack(self._ys)  # (S, B, 1, D)
-        logp = torch.log_softmax(self._model.logits(ys)[:, :, 0].float(), dim=-1)  # (S, B, V)
-        nll = -logp.gather(-1, self.target.view(1, -1, 1).expand(ys.shape[0], -1, 1))[..., 0]  # (S, B)
-        best = nll.argmin(0)  # (B,) first minimum = shallowest
-        return ys[best, torch.arange(ys.shape[1])], best + 1
+        B, L = y.shape[:2]
+        if self.target is None or self.target.numel() != B * L:
+            got = None if self.target is None else tuple(self.target.shape)
+            raise ValueError(f"OracleExit needs .target, the true next token of each of the {B} x {L} "
+                             f"tokens being refined, set before they start (got {got})")
+        target = self.target.reshape(B, L)
+        ys = torch.stack(self._ys)  # (S, B, L, D)
+        logp = torch.log_softmax(self._model.logits(ys).float(), dim=-1)  # (S, B, L, V)
+        nll = -logp.gather(-1, target.expand(ys.shape[0], B, L)[..., None])[..., 0]  # (S, B, L)
+        best = nll.argmin(0)  # (B, L) first minimum = shallowest
+        picked = ys.gather(0, best[None, ..., None].expand(1, B, L, ys.shape[-1]))[0]  # (B, L, D)
+        return picked, best + 1

@@ -14,8 +14,17 @@ from trmlm.lm.model import TRMLanguageModel
 class HaltPolicy:
     """When a token stops refining. threshold None = halting disabled: always max_steps.
 
-    The exit-rule protocol refine_token drives (the benchmark's other exits in exits.py follow
-    it): `begin` once per token, `halt` after every supervision step, `finish` at the end."""
+    The exit-rule protocol (every rule in exits.py follows it). A refinement is a block of
+    tokens (B, L) refined together, each against its own committed prefix: one token per
+    sequence in the decode loop (decode.refine_token, stepsync; L = 1), every position of the
+    sequence in a Jacobi sweep (parallel.jacobi_states). The loop calls
+      begin(batch, device, length)  once per block of tokens (per-token randomness is drawn here,
+                                    so it is the same in every Jacobi sweep);
+      halt(step, y, model)          after every supervision step, step = 1, 2, ... (step 1 starts
+                                    a refinement: running state is reset there);
+      finish(y, steps)              at the end of each refinement.
+    A rule's decision for a token may depend only on that token's own states and draws, so
+    the parallel evaluator, once its prefix is exact, halts every token where decoding does."""
 
     max_steps: int
     min_steps: int = 1
@@ -29,16 +38,16 @@ class HaltPolicy:
     def fixed(cls, steps: int) -> HaltPolicy:
         return cls(max_steps=steps, min_steps=steps, threshold=None)
 
-    def begin(self, batch: int, device: torch.device) -> None:
-        """A new token starts (stateful rules reset here)."""
+    def begin(self, batch: int, device: torch.device, length: int = 1) -> None:
+        """New tokens (batch, length) start (per-token draws are made here)."""
 
     def halt(self, step: int, y: Tensor, model: TRMLanguageModel) -> Tensor | None:
-        """After supervision step `step` (1-based) with answer state y (B, 1, D): (B,) bool, True =
-        stop this token here; None = no sequence stops (the loop still ends at max_steps)."""
+        """After supervision step `step` (1-based) with answer states y (B, L, D): (B, L) bool,
+        True = stop this token here; None = no token stops (the loop still ends at max_steps)."""
         if self.threshold is None or step < self.min_steps:
             return None
-        return torch.sigmoid(model.halt_logit(y)[:, 0]) >= self.threshold
+        return torch.sigmoid(model.halt_logit(y)) >= self.threshold
 
     def finish(self, y: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
-        """The state to commit and predict from, and the steps to report."""
+        """The states (B, L, D) to commit and predict from, and the steps (B, L) to report."""
         return y, steps

@@ -86,13 +86,18 @@ def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
     """Jacobi evaluator: one sweep = the whole per-token refinement (up to max_steps supervision
     steps, per-position halting) of all positions in parallel, every call reading the cache
     committed from the previous sweep's final states. After m sweeps positions < m equal the
-    sequential decode, so sweeps = L reproduces it. Returns y (B, L, D) and steps (B, L)."""
+    sequential decode, so sweeps = L reproduces it. Returns y (B, L, D) and steps (B, L).
+
+    Halting goes through the exit-rule protocol (halting.HaltPolicy), as in decode.refine_token:
+    `begin` once for all sweeps (a random exit keeps each token's drawn depth), `halt` after
+    every step of every sweep, `finish` at the end of each sweep (what it returns is committed)."""
     B, L = tokens.shape
     x = model.embed_tokens(tokens)  # (B, L, D)
     positions = torch.arange(L, device=tokens.device)
     mask = strictly_lower(L, tokens.device)
     final = model.initial_state(B, L).y
     steps = torch.zeros(B, L, dtype=torch.long, device=tokens.device)
+    policy.begin(B, tokens.device, L)
     for _ in range(sweeps):
         kvs = model.commit_kv(x, final, positions)
         state = model.initial_state(B, L)
@@ -103,11 +108,12 @@ def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
             keep = active[..., None]  # (B, L, 1)
             state = RecursionState(torch.where(keep, new.y, state.y), torch.where(keep, new.z, state.z))
             steps += active.long()
-            if policy.threshold is not None and s >= policy.min_steps:
-                active = active & (torch.sigmoid(model.halt_logit(state.y)) < policy.threshold)
+            halt = policy.halt(s, state.y, model)  # (B, L)
+            if halt is not None:
+                active = active & ~halt
             if not bool(active.any()):
                 break
-        final = state.y
+        final, steps = policy.finish(state.y, steps)
     return final, steps
 
 

@@ -44,15 +44,15 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
     ys = [state.y]
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
-    policy.begin(B, x.device)
+    policy.begin(B, x.device, 1)
     for s in range(1, policy.max_steps + 1):
         new = model.refine(state, x, position, caches.levels[s - 1].prefix(), None, grad="none")
         state = state.where(active, new)
         steps += active.long()
         ys.append(state.y)
-        halt = policy.halt(s, state.y, model)  # the halting rule decode.refine_token applies
+        halt = policy.halt(s, state.y, model)  # (B, 1): the halting rule decode.refine_token applies
         if halt is not None:
-            active = active & ~halt
+            active = active & ~halt[:, 0]
         if not bool(active.any()):
             break
     for s, level in enumerate(caches.levels):
