@@ -14,7 +14,8 @@ from rich.console import Console
 
 from trmlm.distributed import launch_local, load_deepspeed_config
 from trmlm.errors import TRMError
-from trmlm.train_state import STATE_DIR
+from trmlm.logging import Logger, make_logger
+from trmlm.train_state import STATE_DIR, latest_state_dir
 
 F = TypeVar("F", bound=Callable)
 
@@ -71,6 +72,8 @@ def guard_out_dir(out_path: Path, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(out_path / STATE_DIR, ignore_errors=True)
         for name in ("metrics.jsonl", "curve.json"):
             (out_path / name).unlink(missing_ok=True)
+        for name in ("tensorboard", "wandb"):  # --logger sinks of the replaced run
+            shutil.rmtree(out_path / name, ignore_errors=True)
 
 
 def strip_option(argv: list[str], option: str) -> list[str]:
@@ -92,6 +95,18 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Start afresh ev
 DeepSpeedOpt = Annotated[Optional[Path], typer.Option(
     "--deepspeed", help="DeepSpeed JSON (configs/deepspeed/*.json): train through deepspeed.initialize.")]
 NprocOpt = Annotated[int, typer.Option("--nproc", help="Data-parallel processes on this machine (gloo on CPU, NCCL on GPU).")]
+LoggerOpt = Annotated[str, typer.Option(
+    "--logger", help="jsonl (metrics.jsonl only), tensorboard (+ OUT/tensorboard) or wandb (+ an offline run in OUT/wandb).")]
+
+
+def make_run_logger(kind: str, out_path: Path, resume: bool, name: str, config: dict) -> Logger:
+    """The --logger sink on the main rank (metrics.jsonl + tensorboard/wandb), nothing on the others."""
+    if os.environ.get("RANK", "0") != "0":
+        return Logger()
+    state = latest_state_dir(out_path) if resume else None
+    # the saved state is taken after everything logged at its step: a resume logs from step + 1
+    step = int(state.name.split("_")[1]) + 1 if state is not None else None
+    return make_logger(kind, out_path, name=name, config=config, first_step=step)
 
 
 def parallel_setup(nproc: int, deepspeed: Path | None, train_cfg: Any) -> dict | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -13,11 +12,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from trmlm.cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
-                        out, parallel_setup, user_errors)
+from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err,
+                        guard_out_dir, make_run_logger, out, parallel_setup, user_errors)
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
-from trmlm.logging import Logger
+from trmlm.logging import require_logger
 
 DEFAULT_PRESET = "lm-shakespeare-cpu"
 STEP_COLOURS = ["green", "yellow", "red", "magenta", "blue", "cyan", "bright_green", "bright_yellow",
@@ -33,21 +32,6 @@ def _preset_path(name: str) -> tuple[str | None, str | None]:
         known = sorted(p.stem for p in configs_dir().glob("lm-*.yaml"))
         raise TRMError(f"unknown preset {name!r} (LM presets: {', '.join(known)})")
     return name, None
-
-
-class PathJsonlLogger(Logger):
-    """JSON lines appended by *path* on every call: the checkpoint directory holding the file is
-    swapped atomically at each save, which would orphan a file handle kept open."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.t0 = Path(path), time.time()
-
-    def log(self, step: int, metrics: dict) -> None:
-        row = {"step": step, "time": round(time.time() - self.t0, 3)}
-        row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
 
 
 class QuietReporter:
@@ -98,6 +82,7 @@ def train_lm_cmd(
     overwrite: OverwriteOpt = False,
     deepspeed: DeepSpeedOpt = None,
     nproc: NprocOpt = 1,
+    logger_kind: LoggerOpt = "jsonl",
 ) -> None:
     """Train the per-token recursive LM (or a transformer baseline) on text.
 
@@ -128,6 +113,7 @@ def train_lm_cmd(
 
         text_task = get_task(cfg.data.task)
     out_path = out_dir or Path("runs") / f"{Path(preset).stem}-{cfg.arch}"
+    require_logger(logger_kind)
     ds_config = parallel_setup(nproc, deepspeed, cfg.train)
     guard_out_dir(out_path, resume, overwrite)
     main_rank = os.environ.get("RANK", "0") == "0"
@@ -135,9 +121,12 @@ def train_lm_cmd(
     n = cfg.model
     err.print(f"[bold]trm train-lm[/bold] arch={cfg.arch} D={n.d_model} layers={n.n_layers} n={n.n_latent} "
               f"T={n.n_cycles} N_sup={n.max_sup_steps} context={n.seq_len} out={out_path}", soft_wrap=True)
-    logger = PathJsonlLogger(out_path / "metrics.jsonl") if main_rank else Logger()
-    trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter(),
-                                         resume=resume, deepspeed_config=ds_config, task=text_task)
+    logger = make_run_logger(logger_kind, out_path, resume, out_path.name, to_dict(cfg))
+    try:
+        trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter(),
+                                             resume=resume, deepspeed_config=ds_config, task=text_task)
+    finally:
+        logger.close()
     if not main_rank:
         return
     err.print(f"done: {trainer.step} optimizer steps, {trainer.train_seconds / 60:.1f} min training "

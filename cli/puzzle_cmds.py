@@ -14,12 +14,12 @@ import torch
 import typer
 from rich.table import Table
 
-from trmlm.cli.common import (DeepSpeedOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err, guard_out_dir,
-                        out, parallel_setup, user_errors)
+from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err,
+                        guard_out_dir, make_run_logger, out, parallel_setup, user_errors)
 from trmlm.puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
-from trmlm.logging import JsonlLogger, Logger
+from trmlm.logging import require_logger
 from trmlm.puzzle.eval import evaluate, trace_supervision
 from trmlm.puzzle.train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
@@ -37,6 +37,7 @@ def train_puzzle_cmd(
     overwrite: OverwriteOpt = False,
     deepspeed: DeepSpeedOpt = None,
     nproc: NprocOpt = 1,
+    logger_kind: LoggerOpt = "jsonl",
     model_arch: Optional[str] = typer.Option(None, "--model", help="Architecture: trm (default), hrm or direct (sets model.arch; docs/baselines.md)."),
 ) -> None:
     """Train a TRM on a puzzle task; periodic held-out evaluation; ends by solving a held-out puzzle."""
@@ -45,6 +46,7 @@ def train_puzzle_cmd(
                          [*set_, *([f"model.arch={model_arch}"] if model_arch else [])])
     name = Path(preset).stem if preset else DEFAULT_PRESETS[task]
     out_path = out_dir or Path("runs") / name
+    require_logger(logger_kind)
     ds_config = parallel_setup(nproc, deepspeed, run.train)
     run_config = run_config_dict(task, run.model, run.train, run.data)
     prepare_out_dir(out_path, resume, overwrite, run_config)
@@ -61,7 +63,7 @@ def train_puzzle_cmd(
                   f"cell {row['cell_acc']:.3f}  blank-cell {row['blank_cell_acc']:.3f}  "
                   f"halt@{row['mean_halt_step']:.1f}")
 
-    logger = JsonlLogger(out_path / "metrics.jsonl") if main_rank else Logger()
+    logger = make_run_logger(logger_kind, out_path, resume, name, run_config)
     try:
         result = train_puzzle(run.model, run.train, data, out_dir=out_path,
                               run_config=run_config, logger=logger, progress=not quiet, console=err, on_eval=on_eval,
