@@ -16,6 +16,7 @@ from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, R
                         guard_out_dir, make_run_logger, out, parallel_setup, user_errors)
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
+from trmlm.cli.view_cmds import text_page, text_recorder
 from trmlm.logging import require_logger
 
 DEFAULT_PRESET = "lm-shakespeare-cpu"
@@ -170,6 +171,7 @@ def generate_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, no streaming."),
     device: str = typer.Option("cpu", help="auto | cpu | cuda."),
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an interactive page: tokens coloured by their supervision steps, per-step top-5 and halt probability on hover (one self-contained HTML file; a .json name writes the trace, for `trm view`)."),
 ) -> None:
     """Generate text from a train-lm checkpoint, streaming to stdout.
 
@@ -198,7 +200,9 @@ def generate_cmd(
     colour = show_steps and out.is_terminal and not as_json
     samples, char_steps = [], {}
     started: set[int] = set()
-    for event in generate(model, lm.tokenizer, prompt, gcfg):
+    recorder = text_recorder(lm, gcfg) if html is not None else None  # sees every step via the exit rule
+    tokenizer, run_cfg = (recorder.tokenizer, recorder.gcfg) if recorder else (lm.tokenizer, gcfg)
+    for event in generate(model, tokenizer, prompt, run_cfg):
         if isinstance(event, Piece):
             if as_json:
                 continue
@@ -238,6 +242,8 @@ def generate_cmd(
         for s in range(1, (gcfg.max_steps or n_sup) + 1):
             legend.append(f"{s} ", style=STEP_COLOURS[min(s, len(STEP_COLOURS)) - 1])
         err.print(legend)
+    if recorder is not None:
+        text_page(html, recorder, prompt, samples, lm, gcfg, str(checkpoint))
     if as_json:
         out_obj = {"prompt": prompt, "checkpoint": str(checkpoint), "arch": lm.cfg.arch,
                    "generation": to_dict(gcfg),

@@ -7,6 +7,8 @@ import typer
 from trmlm.cli import puzzle_cmds
 from trmlm.cli import lm_cmds
 from trmlm.cli import bench_cmds
+from trmlm.cli import export_cmds
+from trmlm.cli import view_cmds
 
 app = typer.Typer(
     name="trm",
@@ -19,6 +21,8 @@ app = typer.Typer(
 puzzle_cmds.register(app)
 lm_cmds.register(app)
 bench_cmds.register(app)
+export_cmds.register(app)
+view_cmds.register(app)
 
 
 def main() -> None:

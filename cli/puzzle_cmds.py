@@ -21,6 +21,7 @@ from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
 from trmlm.logging import require_logger
 from trmlm.puzzle.eval import evaluate, trace_supervision
+from trmlm.cli.view_cmds import EVAL_PAGE_PUZZLES, HTML_HELP, puzzle_page
 from trmlm.puzzle.train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
 from trmlm.train_state import check_resumable
@@ -134,6 +135,7 @@ def solve_cmd(
     show_steps: bool = typer.Option(False, "--show-steps", help="Render the grid after every supervision step."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     steps: Optional[int] = typer.Option(None, help="Supervision steps (default N_sup)."),
+    html: Optional[Path] = typer.Option(None, "--html", help=HTML_HELP),
 ) -> None:
     """Solve one puzzle with a trained model; --show-steps shows the recursion correcting itself."""
     mod = get_task(task)
@@ -154,6 +156,10 @@ def solve_cmd(
     fired = np.nonzero(tr.q_halt[:, 0] > 0)[0]
     halt_step = int(fired[0]) + 1 if len(fired) else None
     correct = bool(target is not None and _solved(mod, tokens[None], final[None], target[None])[0])
+    if html is not None:
+        per_step = None if target is None else np.stack([_solved(mod, tokens[None], p, target[None]) for p in tr.predictions])
+        puzzle_page(html, task, mod, tokens[None], tr.predictions, tr.q_halt, [target], per_step,
+                    title=f"trm solve {task}", note=str(checkpoint))
     if as_json:
         out.print_json(json.dumps({
             "task": task, "puzzle": mod.to_text(tokens), "prediction": mod.to_text(final),
@@ -193,6 +199,7 @@ def eval_puzzle_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also save a PNG of predictions vs targets."),
     submission: Optional[Path] = typer.Option(None, "--submission", help="ARC: write submission.json (two attempts per test input)."),
+    html: Optional[Path] = typer.Option(None, "--html", help=f"Also write an interactive page of the first {EVAL_PAGE_PUZZLES} held-out puzzles, every supervision step (a .json name writes the trace, for `trm view`)."),
 ) -> None:
     """Evaluate a checkpoint on its held-out puzzles (Sudoku: exact match; Maze: valid and
     shortest path; ARC: voting over augmentations, pass@1/2/K)."""
@@ -216,6 +223,9 @@ def eval_puzzle_cmd(
         from trmlm.puzzles.plot import save_predictions_png
         held_out = data.eval if data is not None else mod.build_data(data_cfg).eval
         metrics["png"] = str(save_predictions_png(png, model, held_out, rt, mod))
+    if html is not None:
+        held_out = data.eval if data is not None else mod.build_data(data_cfg).eval
+        metrics["html"] = str(_eval_page(html, task, mod, model, held_out, rt, str(checkpoint)))
     if as_json:
         out.print_json(json.dumps(metrics))
         return
@@ -228,6 +238,18 @@ def eval_puzzle_cmd(
     out.print(table)
     if data is not None:
         err.print(data.description)
+
+
+def _eval_page(path: Path, task: str, mod, model, held_out: dict, rt, note: str) -> Path:
+    """The viewer page of the first held-out puzzles: every supervision step of each."""
+    k = EVAL_PAGE_PUZZLES
+    inputs, labels = np.asarray(held_out["inputs"][:k], np.int64), np.asarray(held_out["labels"][:k], np.int64)
+    ids = torch.as_tensor(np.asarray(held_out["puzzle_ids"][:k], np.int64), device=rt.device)
+    tr = trace_supervision(model, torch.as_tensor(inputs, device=rt.device), ids, runtime=rt)
+    per_step = np.stack([_solved(mod, inputs, p, labels) for p in tr.predictions])
+    return puzzle_page(path, task, mod, inputs, tr.predictions, tr.q_halt, list(labels), per_step,
+                       title=f"trm eval-puzzle {task}", note=note,
+                       names=[f"held-out #{i}" for i in range(len(inputs))])
 
 
 def register(app: typer.Typer) -> None:
