@@ -11,6 +11,7 @@ from trmlm.errors import TRMError
 from trmlm.puzzle.hrm import HRMPuzzleModel
 from trmlm.puzzle.registry import ARCHS, build_puzzle_model
 from trmlm.puzzle.model import TRMPuzzleModel
+from model_checks import assert_every_parameter_learns
 
 
 def cfg(**kw) -> TRMConfig:
@@ -77,7 +78,7 @@ def test_every_variant_trains_one_step(kw):
     stats.loss.backward()
     assert torch.isfinite(stats.loss)
     assert carry.state.y.shape == (4, 14, 32) and not carry.state.y.requires_grad
-    assert model.core.f.blocks[0].mlp.down.weight.grad is not None
+    assert_every_parameter_learns(model)  # f (HRM: f_L and f_H), embeddings, heads, Q head
 
 
 def test_parameter_counts():
@@ -129,8 +130,17 @@ def test_trm_one_step_gradient_matches_reference():
     z = f(x + y + z, ctx)
     y = f(y + z, ctx)
     g_ref = _grads(model, model.head(y[:, P:]).sum())
+    assert g_ours.keys() == g_ref.keys()
+    assert {n for n in g_ref if n.startswith("core.f.")} == \
+        {n for n, _ in model.named_parameters() if n.startswith("core.f.")}  # f gets its gradient
     for n in g_ours:
         torch.testing.assert_close(g_ours[n], g_ref[n], rtol=1e-9, atol=1e-12)
+    # the test can tell: the default last-cycle gradient (same weights) differs in f
+    full = TRMPuzzleModel(cfg()).double()
+    full.load_state_dict(model.state_dict())
+    g_full = _grads(full, full(state, b["inputs"], b["puzzle_ids"]).logits.sum())
+    assert g_full.keys() == g_ours.keys()
+    assert any(not torch.allclose(g_ours[n], g_full[n]) for n in g_ours if n.startswith("core.f."))
 
 
 def test_single_z_keeps_one_state():

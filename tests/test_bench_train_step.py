@@ -60,10 +60,12 @@ def test_rows_are_consistent(report):
 
 def test_counted_flops_match_the_analytic_count(report):
     rep, _, _ = report
-    for r in rep["rows"][:2]:  # puzzles: analytic train_step_flops vs FlopCounterMode
-        assert 0.5 < r["gflop_per_step_counted"] / r["gflop_per_step"] < 2.0
+    # puzzles: analytic train_step_flops vs FlopCounterMode. The MLP row is matmuls only and
+    # matches to 1e-5 (the analytic count leaves out the tiny Q head); the attention row's CPU SDPA
+    # backward is counted at 2.5x its forward where the analytic count takes 2x (~2% here).
     mlp, att = rep["rows"][0], rep["rows"][1]
     assert mlp["mixer"] == "mlp" and att["mixer"] == "attention"
+    assert mlp["gflop_per_step_counted"] == pytest.approx(mlp["gflop_per_step"], rel=0.01)
     assert att["gflop_per_step_counted"] == pytest.approx(att["gflop_per_step"], rel=0.05)
 
 

@@ -11,6 +11,11 @@ from typer.testing import CliRunner
 
 from trmlm.cli.main import app
 from cli_checks import assert_one_line_error
+from model_checks import final_predictions, held_out_accuracy
+from trmlm.puzzles.run import load_model
+from trmlm.puzzles.sudoku.grid import parse_puzzle
+from trmlm.puzzles.sudoku.solver import solve
+from trmlm.puzzles.sudoku.task import parse_input, to_text
 
 runner = CliRunner()
 EASY = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
@@ -27,12 +32,18 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return out
 
 
-def test_train_writes_checkpoint_and_curve(tiny_checkpoint):
+def test_train_writes_checkpoint_and_curve(tiny_checkpoint, tmp_path, monkeypatch):
     assert (tiny_checkpoint / "model.safetensors").is_file()
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert config["task"] == "sudoku" and config["model"]["d_model"] == 32
     meta = json.loads((tiny_checkpoint / "meta.json").read_text())
-    assert meta["step"] == 6 and 0.0 <= meta["metrics"]["exact_acc"] <= 1.0
+    # the recorded metrics are those of the saved weights on the eval_size = 8 held-out puzzles
+    monkeypatch.setenv("TRM_CACHE_DIR", str(tmp_path))
+    hand = held_out_accuracy(tiny_checkpoint, "sudoku", 8)
+    assert meta["step"] == 6 and meta["metrics"]["n_eval"] == 8
+    assert meta["metrics"]["exact_acc"] == hand["exact_acc"]
+    assert meta["metrics"]["cell_acc"] == pytest.approx(hand["cell_acc"], abs=1e-12)
+    assert 0.0 < hand["cell_acc"] < 1.0  # a value the check can get wrong
     curve = json.loads((tiny_checkpoint / "curve.json").read_text())
     assert [row["step"] for row in curve] == [3, 6]
     rows = [json.loads(line) for line in (tiny_checkpoint / "metrics.jsonl").read_text().splitlines()]
@@ -52,16 +63,27 @@ def test_solve_json(tiny_checkpoint):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["puzzle"] == EASY and len(data["prediction"]) == 81
-    assert data["unique_solution"] is True and isinstance(data["correct"], bool)
     assert [s["step"] for s in data["steps"]] == [1, 2]
+    assert data["steps"][-1]["prediction"] == data["prediction"]
+    # the prediction is the model's own argmax after N_sup steps; `correct` says whether it is
+    # the puzzle's unique solution (the solver's)
+    model, _, _ = load_model(tiny_checkpoint, "sudoku")
+    assert data["prediction"] == to_text(final_predictions(model, parse_input(EASY)[None])[0])
+    solution = solve(parse_puzzle(EASY))
+    assert data["unique_solution"] is True and solution.n_solutions == 1
+    assert data["correct"] is (data["prediction"] == "".join(map(str, solution.solution)))
 
 
-def test_eval_puzzle(tiny_checkpoint, tmp_path):
+def test_eval_puzzle(tiny_checkpoint, tmp_path, monkeypatch):
     result = runner.invoke(app, ["eval-puzzle", "sudoku", "--checkpoint", str(tiny_checkpoint), "--json"],
                            env={"TRM_CACHE_DIR": str(tmp_path)})
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["n_eval"] == 8 and len(metrics["exact_acc_per_step"]) == 2
+    monkeypatch.setenv("TRM_CACHE_DIR", str(tmp_path))
+    hand = held_out_accuracy(tiny_checkpoint, "sudoku", 8)
+    assert metrics["exact_acc"] == hand["exact_acc"] == metrics["exact_acc_per_step"][-1]
+    assert metrics["cell_acc"] == pytest.approx(hand["cell_acc"], abs=1e-12)
 
 
 

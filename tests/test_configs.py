@@ -11,6 +11,7 @@ from trmlm.configtools import apply_overrides, from_dict, load_yaml
 from trmlm.config import TRMConfig
 from trmlm.errors import TRMError
 from trmlm.puzzle.model import TRMPuzzleModel
+from model_checks import assert_every_parameter_learns
 
 PUZZLE_PRESETS = sorted(p for p in configs_dir().glob("*.yaml") if "task" in load_yaml(p))
 
@@ -42,7 +43,7 @@ def test_paper_preset_is_paper_config_and_steps(name, mixer):
     carry, stats = act_step(model, new_carry(model, batch))
     stats.loss.backward()
     assert torch.isfinite(stats.loss)
-    assert model.core.f.blocks[0].mlp.down.weight.grad is not None
+    assert_every_parameter_learns(model)
     assert 5e6 < model.num_parameters() < 8e6  # the paper's "7M parameters"
 
 

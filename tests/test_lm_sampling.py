@@ -9,7 +9,9 @@ import torch
 
 from trmlm.errors import TRMError
 from trmlm.lm.config import LMConfig
+from trmlm.lm.decode import reference_logits
 from trmlm.lm.generate import GenerationConfig, Piece, SampleDone, generate
+from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import build_model
 from trmlm.lm.sampling import apply_repetition_penalty, sample, top_k_mask, top_p_mask
 from trmlm.lm.tokenizer import CharTokenizer, load_tokenizer, save_tokenizer, train_tokenizer
@@ -72,6 +74,18 @@ def test_same_seed_same_text_and_greedy_is_deterministic():
     assert [d.text for d in a] == [d.text for d in b]
     assert [d.text for d in a] != [d.text for d in c]
     assert len(a) == 2 and all(d.tokens == 20 for d in a)
+    # greedy (temperature 0): the seed is irrelevant, every sample is the same text, and it is
+    # the argmax continuation of the slow no-cache reference, token by token
+    g3 = run(model, tok, "the", max_new_tokens=20, temperature=0.0, seed=3, num_samples=2)[1]
+    g4 = run(model, tok, "the", max_new_tokens=20, temperature=0.0, seed=4, num_samples=1)[1]
+    policy = HaltPolicy(max_steps=2, min_steps=1, threshold=0.5)  # generate's defaults at N_sup 2
+    ids = tok.encode("the")
+    for _ in range(20):
+        logits, _ = reference_logits(model, torch.tensor([ids]), policy)
+        ids.append(int(logits[0, -1].argmax()))
+    greedy = tok.decode(ids[3:])
+    assert [d.text for d in g3 + g4] == [greedy] * 3
+    assert greedy not in [d.text for d in a + c]  # sampling at temperature 1 is not greedy here
 
 
 def test_stop_string_cuts_output_and_is_never_printed():

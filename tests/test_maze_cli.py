@@ -9,6 +9,9 @@ from typer.testing import CliRunner
 from trmlm.cli.common import configs_dir
 from trmlm.cli.main import app
 from cli_checks import assert_one_line_error
+from model_checks import assert_every_parameter_learns, final_predictions, held_out_accuracy
+from trmlm.puzzles.maze.grid import parse_maze, shortest_path, tokens_to_text, valid_shortest
+from trmlm.puzzles.run import load_model
 from trmlm.puzzles.run import resolve_config
 from trmlm.puzzle.act import act_step, new_carry
 from trmlm.puzzle.registry import build_puzzle_model
@@ -30,7 +33,7 @@ def maze_checkpoint(tmp_path_factory):
     return out, cache
 
 
-def test_train_eval_solve(maze_checkpoint, tmp_path):
+def test_train_eval_solve(maze_checkpoint, tmp_path, monkeypatch):
     ckpt, cache = maze_checkpoint
     config = json.loads((ckpt / "config.json").read_text())
     assert config["model"]["arch"] == "hrm" and config["model"]["seq_len"] == 36
@@ -39,12 +42,23 @@ def test_train_eval_solve(maze_checkpoint, tmp_path):
                            env={"TRM_CACHE_DIR": str(cache)})
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    assert metrics["n_eval"] == 8 and 0.0 <= metrics["exact_acc"] <= 1.0
+    monkeypatch.setenv("TRM_CACHE_DIR", str(cache))
+    hand = held_out_accuracy(ckpt, "maze", 8)  # the saved weights' argmax, by hand
+    assert metrics["n_eval"] == 8 and metrics["exact_acc"] == hand["exact_acc"]
+    assert metrics["cell_acc"] == pytest.approx(hand["cell_acc"], abs=1e-12)
+    assert 0.0 < hand["cell_acc"] < 1.0  # a value the check can get wrong
     assert png.is_file() and png.stat().st_size > 1000
     result = runner.invoke(app, ["solve", "maze", MAZE6, "--checkpoint", str(ckpt), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert len(data["prediction"]) == 36 and isinstance(data["correct"], bool)
+    # the prediction is the model's own; `correct` says whether it is a valid shortest path
+    tokens = parse_maze(MAZE6)
+    model, _, _ = load_model(ckpt, "maze")
+    pred = final_predictions(model, tokens[None])
+    assert data["prediction"] == tokens_to_text(pred[0])
+    ref = shortest_path(tokens)[None]
+    assert valid_shortest(tokens[None], ref, ref)[0]  # the criterion can say yes
+    assert data["correct"] is bool(valid_shortest(tokens[None], pred, ref)[0])
 
 
 @pytest.mark.parametrize("maze,needle", [
@@ -70,3 +84,4 @@ def test_maze_hard_preset_runs_one_step():
     carry, stats = act_step(model, new_carry(model, batch))
     stats.loss.backward()
     assert torch.isfinite(stats.loss)
+    assert_every_parameter_learns(model)

@@ -1,0 +1,41 @@
+"""Checks shared by the tests: every parameter learns; a checkpoint's accuracy recomputed by hand."""
+
+import numpy as np
+import torch
+
+from trmlm.puzzles.run import get_task, load_model
+
+
+def assert_every_parameter_learns(model: torch.nn.Module) -> None:
+    """After backward: every parameter has a finite gradient that is not all zero. A finite loss
+    alone says nothing: a head the loss never reaches, or a recursion run entirely without grad,
+    still gives one."""
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient"
+        assert bool(torch.isfinite(p.grad).all()), f"{name}: non-finite gradient"
+        assert bool(p.grad.abs().sum() > 0), f"{name}: gradient all zero"
+
+
+@torch.no_grad()
+def final_predictions(model, inputs: np.ndarray, puzzle_ids: np.ndarray | None = None) -> np.ndarray:
+    """argmax after N_sup supervision steps from the initial state, by hand (no trmlm.puzzle.eval)."""
+    x = torch.as_tensor(np.asarray(inputs, np.int64))
+    ids = None if puzzle_ids is None else torch.as_tensor(np.asarray(puzzle_ids, np.int64))
+    state = model.initial_state(x.shape[0])
+    for _ in range(model.cfg.max_sup_steps):
+        out = model(state, x, ids, grad="none")
+        state = out.state
+    return out.logits.argmax(-1).numpy()
+
+
+def held_out_accuracy(checkpoint, task: str, n: int) -> dict:
+    """The saved weights on the first n held-out puzzles: predictions, the label-equality exact and
+    cell accuracy, and the task's own solved test (Maze: a valid shortest path) per puzzle."""
+    model, run, _ = load_model(checkpoint, task)
+    mod = get_task(task)
+    held = mod.build_data(run.data).eval
+    inputs, labels = np.asarray(held["inputs"][:n], np.int64), np.asarray(held["labels"][:n], np.int64)
+    pred = final_predictions(model, inputs, held["puzzle_ids"][:n] if "puzzle_ids" in held else None)
+    solved = mod.score(inputs, pred, labels) if hasattr(mod, "score") else (pred == labels).all(-1)
+    return {"predictions": pred, "exact_acc": float(np.mean(solved)),
+            "cell_acc": float((pred == labels).mean()), "n": len(inputs)}
