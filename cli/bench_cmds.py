@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from trmlm.cli.common import configs_dir, out, user_errors
+from trmlm.cli.common import check_output_dir, configs_dir, out, user_errors
 from trmlm.errors import TRMError
 
 DEFAULT_LM_PRESET = "lm-shakespeare-cpu"
@@ -32,6 +32,9 @@ def bench_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Held-out text file (default: the checkpoint's held-out split)."),
     out_dir: Path = typer.Option(Path("runs/bench"), "--out", help="Directory for report.json / decode.json / train_step.json and PNGs."),
     tokens: int = typer.Option(2048, help="Held-out tokens per exit rule (adaptive compute)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Adaptive compute on a reasoning-text task (default: the checkpoint's task, if it was trained on one): exact answers and steps per token category for every exit rule."),
+    problems: int = typer.Option(300, help="Held-out test problems per exit rule (--task)."),
+    max_steps: int = typer.Option(0, help="Deepest fixed depth swept with --task (0 = N_sup; more = test-time depth beyond training)."),
     thresholds: str = typer.Option("0.05,0.1,0.2,0.3,0.5,0.7,0.9", help="Learned-halting thresholds to sweep."),
     kl_eps: str = typer.Option("0.1,0.01,0.001", help="KL-exit thresholds (nats) to sweep."),
     preset: str = typer.Option(DEFAULT_LM_PRESET, help="LM preset timed by --decode when no --checkpoint is given."),
@@ -61,8 +64,7 @@ def bench_cmd(
 
     if not (adaptive_compute or decode or train_step):
         raise TRMError("choose at least one of --adaptive-compute, --decode, --train-step")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise TRMError(f"--out {out_dir} is a file, not a directory")
+    check_output_dir(out_dir)
     rt = resolve_runtime(device, "float32", threads)
     progress = not quiet
     console = out if out.is_terminal else Console(highlight=False, width=200)  # tables unwrapped in files
@@ -74,7 +76,18 @@ def bench_cmd(
             raise TRMError("--adaptive-compute needs --checkpoint DIR (a TRM trained with `trm train-lm`)")
         settings = AdaptiveSettings(thresholds=_numbers(thresholds, float, "--thresholds"),
                                     kl_eps=_numbers(kl_eps, float, "--kl-eps"))
-        bench_adaptive(checkpoint, data, tokens, settings, out_dir, console, progress, rt.device)
+        from trmlm.lm.checkpoint import load_lm
+
+        task_name = task or ("" if data is not None else load_lm(checkpoint).cfg.data.task)
+        if task_name:
+            from trmlm.bench.run import bench_adaptive_task
+            from trmlm.puzzles.lm_tasks import get_task
+
+            bench_adaptive_task(load_lm(checkpoint), get_task(task_name), problems, settings, out_dir,
+                                console, progress, rt.device, max_steps=max_steps,
+                                seed=load_lm(checkpoint).cfg.data.task_test_seed)
+        else:
+            bench_adaptive(checkpoint, data, tokens, settings, out_dir, console, progress, rt.device)
     if decode:
         from trmlm.bench.run import bench_decode, decode_config
         from trmlm.lm.config import load_lm_config

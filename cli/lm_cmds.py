@@ -12,8 +12,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from trmlm.cli.common import DeviceOpt, ThreadsOpt, check_output_dir, metrics_table
+
 from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err,
-                        guard_out_dir, make_run_logger, out, parallel_setup, user_errors)
+                        make_run_logger, out, parallel_setup, prepare_run_dir, user_errors)
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
 from trmlm.cli.view_cmds import text_page, text_recorder
@@ -70,6 +72,28 @@ class RichReporter:
         self.progress.stop()
 
 
+def _check_text_file(path: Path) -> None:
+    """Cheap up-front check of a --data file (before anything is printed or written): it exists,
+    holds more than whitespace, and (text files) starts as UTF-8 text."""
+    if not path.is_file():
+        raise TRMError(f"data file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise TRMError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if not head.strip():
+        raise TRMError(f"data file {path} is empty")
+    if path.suffix not in (".json", ".jsonl"):
+        import codecs
+
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError as exc:
+            raise TRMError(f"data file {path} is not UTF-8 text (byte 0x{head[exc.start]:02x} "
+                           f"at offset {exc.start})") from None
+
+
 def train_lm_cmd(
     preset: str = typer.Option(DEFAULT_PRESET, help="Preset in configs/ (lm-tiny, lm-shakespeare-cpu, lm-paper) or a YAML path."),
     config: Optional[str] = typer.Option(None, "--config", help="YAML file merged over the preset."),
@@ -102,8 +126,7 @@ def train_lm_cmd(
     files = [f for f in (cfg_file, config) if f]
     cfg = load_lm_config(name, files, overrides, configs_dir())
     for f in data:
-        if not Path(f).is_file():
-            raise TRMError(f"data file not found: {f}")
+        _check_text_file(Path(f))
     if data:
         cfg.data.files = list(data)
     if task is not None:
@@ -115,8 +138,8 @@ def train_lm_cmd(
         text_task = get_task(cfg.data.task)
     out_path = out_dir or Path("runs") / f"{Path(preset).stem}-{cfg.arch}"
     require_logger(logger_kind)
-    ds_config = parallel_setup(nproc, deepspeed, cfg.train)
-    guard_out_dir(out_path, resume, overwrite)
+    ds_config = parallel_setup(nproc, deepspeed, cfg.train, prepare=lambda: _prepare_run_dir(
+        out_path, resume, overwrite, cfg, deepspeed is not None))
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
     n = cfg.model
@@ -137,6 +160,22 @@ def train_lm_cmd(
               f"{metrics['bpc_parallel']:.3f}"
               + (f"; held-out exact answers {metrics['exact_acc']:.3f}" if "exact_acc" in metrics else "")
               + f"; checkpoint {out_path}", soft_wrap=True)
+
+
+def _prepare_run_dir(out_path: Path, resume: bool, overwrite: bool, cfg, deepspeed: bool) -> None:
+    """prepare_run_dir against what Trainer.resume will compare: the config with the run's own
+    tokenizer's vocabulary size, and the model built from it."""
+    import dataclasses
+
+    from trmlm.lm.model import build_model
+    from trmlm.lm.tokenizer import load_tokenizer
+
+    run_cfg = None
+    if resume and not overwrite and (out_path / "train_state" / "latest").is_file():
+        vocab = load_tokenizer(out_path).vocab_size
+        run_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
+    prepare_run_dir(out_path, resume, overwrite, to_dict(run_cfg) if run_cfg else None, deepspeed,
+                    (lambda: build_model(run_cfg)) if run_cfg else None, cfg.train)
 
 
 def _steps_rows(text: str, steps: list[int]) -> str:
@@ -169,8 +208,8 @@ def generate_cmd(
     show_steps: bool = typer.Option(False, "--show-steps", help="Colour each token by the recursion steps it used."),
     cache: str = typer.Option("commit-last", "--cache", help="commit-last (one K/V per token and layer) | per-step (one per supervision step: the exact form of training)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, no streaming."),
-    device: str = typer.Option("cpu", help="auto | cpu | cuda."),
-    threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an interactive page: tokens coloured by their supervision steps, per-step top-5 and halt probability on hover (one self-contained HTML file; a .json name writes the trace, for `trm view`)."),
 ) -> None:
     """Generate text from a train-lm checkpoint, streaming to stdout.
@@ -195,9 +234,12 @@ def generate_cmd(
                                cache=cache)
     model = lm.model.to(rt.device)
     n_sup = lm.cfg.model.max_sup_steps if lm.cfg.arch == "trm" else 0
-    if n_sup and (warning := gcfg.depth_warning(n_sup)):
-        err.print(f"warning: {warning}", soft_wrap=True)
-    colour = show_steps and out.is_terminal and not as_json
+    if n_sup:
+        gcfg.validate(n_sup)  # a bad option is an error before any warning
+        if warning := gcfg.depth_warning(n_sup):
+            err.print(f"warning: {warning}", soft_wrap=True)
+    # Colour shows the steps on a terminal; under NO_COLOR (no-color.org) the digit rows do.
+    colour = show_steps and out.is_terminal and not as_json and not os.environ.get("NO_COLOR")
     samples, char_steps = [], {}
     started: set[int] = set()
     recorder = text_recorder(lm, gcfg) if html is not None else None  # sees every step via the exit rule
@@ -267,9 +309,11 @@ def eval_lm_cmd(
     no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll at max steps."),
     per_step_cache: bool = typer.Option(False, "--per-step-cache", help="Also evaluate the step-synchronous decoder (one cache level per supervision step)."),
     task: Optional[str] = typer.Option(None, "--task", help="Score a reasoning-text task (default: the checkpoint's task, if it was trained on one): exact answers by greedy real-cache decoding, per-category token accuracy and steps."),
-    problems: int = typer.Option(500, help="Held-out problems to score with --task (the checkpoint's held-out seed)."),
+    problems: int = typer.Option(500, help="Held-out problems to score with --task."),
+    split: str = typer.Option("test", help="Held-out problems of --task: test (reported figures) | val (the set tuned on during training); both are kept out of training."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
-    threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
 ) -> None:
     """Held-out bits/char of a checkpoint: sequential (real KV cache) and parallel estimate.
 
@@ -283,8 +327,11 @@ def eval_lm_cmd(
     from trmlm.lm.train import prepare_data
     from trmlm.runtime import resolve_runtime
 
-    resolve_runtime("cpu", "float32", threads)
+    if batch < 1 or tokens < 0 or parallel_tokens < 0:
+        raise TRMError("--batch must be >= 1, --tokens and --parallel-tokens >= 0")
+    rt = resolve_runtime(device, "float32", threads)
     lm = load_lm(checkpoint)
+    lm.model.to(rt.device)
     cfg = lm.cfg if not data else dataclasses.replace(lm.cfg, data=dataclasses.replace(lm.cfg.data, files=list(data)))
     g = dataclasses.replace(lm.generation, **{k: v for k, v in dict(
         halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps).items() if v is not None},
@@ -294,7 +341,9 @@ def eval_lm_cmd(
         err.print(f"warning: {warning}", soft_wrap=True)
     task_name = task or (lm.cfg.data.task if not data else "")
     if task_name:
-        _eval_task(lm, task_name, problems, policy, batch, as_json, checkpoint)
+        if split not in ("test", "val"):
+            raise TRMError(f"--split must be test or val, got {split!r}")
+        _eval_task(lm, task_name, problems, split, policy, batch, as_json, checkpoint)
         return
     _, split = prepare_data(cfg, lm.tokenizer)
     metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy, per_step_cache)
@@ -303,11 +352,11 @@ def eval_lm_cmd(
     if as_json:
         sys.stdout.write(json.dumps(metrics) + "\n")
         return
-    for k, v in metrics.items():
-        out.print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
+    out.print(metrics_table(f"eval-lm: {checkpoint}", metrics))
 
 
-def _eval_task(lm, name: str, problems: int, policy, batch: int, as_json: bool, checkpoint: Path) -> None:
+def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_json: bool,
+               checkpoint: Path) -> None:
     """eval-lm on a task: held-out problems from the checkpoint's held-out seed."""
     from trmlm.lm.tasks.score import score_task
     from trmlm.puzzles.lm_tasks import get_task
@@ -318,9 +367,10 @@ def _eval_task(lm, name: str, problems: int, policy, batch: int, as_json: bool, 
     missing = sorted(set(task.alphabet) - set(lm.tokenizer.decode(list(range(lm.tokenizer.vocab_size)))))
     if missing:
         raise TRMError(f"task {name!r} uses characters the checkpoint's tokenizer lacks: {''.join(missing)!r}")
-    examples = task.examples(problems, lm.cfg.data.task_eval_seed)
+    seed = lm.cfg.data.task_test_seed if split == "test" else lm.cfg.data.task_eval_seed
+    examples = task.examples(problems, seed)
     report = score_task(lm.model, lm.tokenizer, task, examples, policy, batch=max(1, batch) * 4)
-    report.update(task=name, arch=lm.cfg.arch, parameters=lm.model.num_parameters(),
+    report.update(task=name, split=split, arch=lm.cfg.arch, parameters=lm.model.num_parameters(),
                   checkpoint=str(checkpoint), max_steps=policy.max_steps,
                   halt_threshold=policy.threshold)
     if as_json:
@@ -355,6 +405,7 @@ def train_tokenizer_cmd(
 
     if vocab_size < 1:
         raise TRMError("--vocab-size must be >= 1")
+    check_output_dir(out_dir)
     text = load_text(DataConfig(files=list(data)))
     tok = train_tokenizer(kind, text, vocab_size)
     path = save_tokenizer(tok, out_dir)

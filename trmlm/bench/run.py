@@ -79,6 +79,56 @@ def bench_adaptive(checkpoint: Path, data_file: Path | None, tokens: int, settin
     return report
 
 
+def bench_adaptive_task(lm, task, problems: int, settings: AdaptiveSettings, out_dir: Path,
+                        console: Console, progress: bool = True, device: str = "cpu",
+                        max_steps: int = 0, seed: int | None = None) -> dict[str, Any]:
+    """--adaptive-compute on a task checkpoint: task_report.json and task_heatmap.png (steps of
+    every token of one held-out problem per rung, at the checkpoint's halting threshold)."""
+    from trmlm.bench.adaptive_tasks import print_task_adaptive_table, run_task_adaptive_bench
+    from trmlm.lm.halting import HaltPolicy
+    from trmlm.lm.tasks import rungs
+    from trmlm.lm.tasks.score import greedy_batch
+
+    if problems < 1:
+        raise TRMError("--problems must be >= 1")
+    examples = task.examples(problems, lm.cfg.data.task_eval_seed if seed is None else seed)
+    model = lm.model.to(device)
+    report = run_task_adaptive_bench(model, lm.tokenizer, task, examples, settings, max_steps=max_steps,
+                                     console=Console(stderr=True), progress=progress)
+    report.update(checkpoint=lm.path if hasattr(lm, "path") else None, parameters=model.num_parameters(),
+                  train_step=lm.meta.get("step"))
+    print_task_adaptive_table(report, console)
+    files = {"report": write_json(out_dir / "task_report.json", report)}
+    # Heat map: one held-out problem per rung, prompt then the greedy answer, coloured by steps.
+    policy = HaltPolicy(max_steps=lm.cfg.model.max_sup_steps, min_steps=lm.cfg.halt.min_steps,
+                        threshold=lm.generation.halt_threshold)
+    pieces, steps = [], []
+    for rung in rungs(task):
+        ex = next((e for e in examples if e.task == rung.name), None)
+        if ex is None:
+            continue
+        g = greedy_batch(model, lm.tokenizer, [ex.prompt], rung.max_target, policy)
+        text = ex.prompt + g.texts[0]
+        ids = lm.tokenizer.encode(text)
+        # position i's steps went into predicting token i + 1: shown on the token it produced
+        pieces += [lm.tokenizer.decode([t]) for t in ids[1:]]
+        steps += g.steps[0, :len(ids) - 1].tolist()
+    report["heatmap_threshold"] = policy.threshold
+    try:
+        from trmlm.bench.plots import token_heatmap
+
+        files["heatmap"] = token_heatmap(pieces, steps, policy.max_steps,
+                                         f"{task.name}: supervision steps spent on each token "
+                                         f"(halt q>={policy.threshold:g}; a token shows the steps "
+                                         f"that produced it)", out_dir / "task_heatmap.png",
+                                         per_line=96)
+    except TRMError as e:
+        console.print(f"[yellow]plots skipped: {e}[/yellow]")
+    for name, path in files.items():
+        console.print(f"wrote {path}")
+    return report
+
+
 def decode_config(checkpoint: Path | None, preset_cfg: LMConfig | None) -> LMConfig:
     """The architecture to time: a checkpoint's (weights are not needed) or a preset's."""
     if checkpoint is not None:

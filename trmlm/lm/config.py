@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trmlm.config import TRMConfig, TrainConfig
+from trmlm.errors import TRMError
 from trmlm.configtools import apply_overrides, from_dict, load_yaml, merge, to_dict
 
 Arch = Literal["trm", "transformer", "transformer-iso"]
@@ -65,6 +66,10 @@ class DataConfig:
     task: str = ""
     task_eval_seed: int = 1_000_003
     task_eval_problems: int = 300  # held-out problems scored (greedy, real cache) at each validation
+    # A second held-out set for reported figures (tuning looks at the first one only); its
+    # problems are kept out of training too.
+    task_test_seed: int = 2_000_003
+    task_test_problems: int = 500
     loss_on: Literal["all", "target"] = "all"  # "target": CE only where the next token is a target's
 
     def __post_init__(self) -> None:
@@ -134,8 +139,11 @@ class LMConfig:
         return self.halt.max_steps or self.model.max_sup_steps
 
 
-def lm_config_from_dict(data: dict[str, Any], where: str = "config") -> LMConfig:
-    """Strict load; keys left out keep LMConfig's defaults (also inside nested sections)."""
+def lm_config_from_dict(data: dict[str, Any], where: str = "") -> LMConfig:
+    """Strict load; keys left out keep LMConfig's defaults (also inside nested sections).
+    Key names in errors are the ones a user types (`model.d_model`, `train.lr`)."""
+    if not isinstance(data, dict):
+        raise TRMError(f"{where or 'config'}: expected a mapping, got {data!r}")
     return from_dict(LMConfig, merge(to_dict(LMConfig()), data), where)
 
 

@@ -88,6 +88,9 @@ class TokenData:
     train: np.ndarray   # (N,) int64 token ids
     val: np.ndarray
     val_chars: int      # characters of the held-out text (for bits per character)
+    # > 0: `val` is independent rows of this many tokens back to back (a task's held-out
+    # problems packed from line starts, as in training), and the windows are those rows.
+    val_row_length: int = 0
 
     def __post_init__(self) -> None:
         if len(self.val) < 2:
@@ -106,9 +109,13 @@ def random_windows(ids: np.ndarray, batch: int, length: int, rng: np.random.Gene
     return torch.from_numpy(np.stack([ids[s:s + length + 1] for s in starts]).astype(np.int64))
 
 
-def eval_windows(ids: np.ndarray, length: int, max_tokens: int) -> Tensor:
+def eval_windows(ids: np.ndarray, length: int, max_tokens: int, row_length: int = 0) -> Tensor:
     """Consecutive non-overlapping windows (W, length + 1) from the start of the held-out ids,
-    covering at most `max_tokens` predicted tokens; the same windows for every estimate."""
+    covering at most `max_tokens` predicted tokens; the same windows for every estimate. With
+    `row_length` (= length + 1) the ids are independent rows and each row is a window."""
+    if row_length:
+        rows = ids.reshape(-1, row_length)[:max(1, max_tokens // (row_length - 1))]
+        return torch.from_numpy(rows.astype(np.int64))
     length = min(length, len(ids) - 1)
     count = max(1, min(max_tokens // length, (len(ids) - 1) // length))
     rows = [ids[i * length:i * length + length + 1] for i in range(count)]

@@ -80,13 +80,13 @@ def evaluate_lm(model: LanguageModel, cfg: LMConfig, data: TokenData, parallel_t
     (so that the train/inference gap is like for like)."""
     model.eval()
     cpt, L = data.val_chars_per_token, cfg.context
-    par = parallel_estimate(model, eval_windows(data.val, L, parallel_tokens), batch)
+    par = parallel_estimate(model, eval_windows(data.val, L, parallel_tokens, data.val_row_length), batch)
     out: dict[str, Any] = {"bpc_parallel": bits_per_char(par["nll_parallel"], cpt),
                            "bpc_parallel_per_step": [bits_per_char(v, cpt)
                                                      for v in par["nll_parallel_per_step"]]}
     if sequential_tokens <= 0:
         return out
-    windows = eval_windows(data.val, L, sequential_tokens)
+    windows = eval_windows(data.val, L, sequential_tokens, data.val_row_length)
     policy = policy or HaltPolicy(max_steps=cfg.max_steps, min_steps=cfg.halt.min_steps,
                                   threshold=cfg.halt.threshold)
     seq = sequential_eval(model, windows, batch, policy)

@@ -18,6 +18,9 @@ from trmlm.lm.stepsync import StepCaches, decode_step_sync
 from trmlm.lm.tokenizer import Tokenizer
 
 
+MAX_DEPTH_FACTOR = 4  # test-time depth: at most 4 x the trained N_sup (beyond N_sup with a warning)
+
+
 @dataclass
 class GenerationConfig:
     """Decoding options (saved as generation_config.json in a checkpoint)."""
@@ -38,7 +41,7 @@ class GenerationConfig:
 
     def validate(self, n_sup: int) -> HaltPolicy:
         checks = [(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
-                  (self.temperature >= 0, "--temperature must be >= 0"),
+                  (0 <= self.temperature < float("inf"), "--temperature must be a finite number >= 0"),
                   (self.top_k >= 0, "--top-k must be >= 0"),
                   (0 < self.top_p <= 1, "--top-p must lie in (0, 1]"),
                   (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
@@ -51,6 +54,9 @@ class GenerationConfig:
         max_steps = self.max_steps or n_sup
         if not 1 <= self.min_steps <= max_steps:
             raise TRMError(f"need 1 <= --min-steps ({self.min_steps}) <= --max-steps ({max_steps})")
+        if max_steps > MAX_DEPTH_FACTOR * n_sup:
+            raise TRMError(f"--max-steps {max_steps} is more than {MAX_DEPTH_FACTOR} x the trained "
+                           f"N_sup = {n_sup} (at most {MAX_DEPTH_FACTOR * n_sup})")
         if max_steps > n_sup and self.cache == "per-step":
             raise TRMError(f"--max-steps {max_steps} exceeds N_sup = {n_sup}: the per-step cache has "
                            f"one level per trained supervision step")

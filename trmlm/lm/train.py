@@ -26,9 +26,10 @@ from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.parallel import final_sweep_states, supervision_sweep
 from trmlm.lm.tasks import TextTask, get_task
 from trmlm.lm.tasks.base import Example
-from trmlm.lm.tasks.batches import TaskBatches, heldout_text
+from trmlm.lm.tasks.batches import TaskBatches, heldout_rows
 from trmlm.lm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_tokenizer
 from trmlm.logging import Logger
+from trmlm.modelcard import provenance
 from trmlm.losses import token_cross_entropy
 from trmlm.configtools import to_dict
 from trmlm.distributed import DeepSpeedStepper, Stepper, init_distributed
@@ -51,7 +52,8 @@ class TaskSetup:
     """A reasoning-text task being trained: its generator and the held-out problems."""
 
     task: TextTask
-    heldout: list[Example]
+    heldout: list[Example]       # validation problems (scored during training)
+    test: list[Example]          # test problems (reported figures); both kept out of training
 
 
 def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = None
@@ -61,9 +63,15 @@ def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = No
     if cfg.data.files or cfg.data.hub_dataset:
         raise TRMError("give either a task or data files / a hub dataset, not both")
     heldout = task.examples(cfg.data.task_eval_problems, cfg.data.task_eval_seed)
+    test = task.examples(cfg.data.task_test_problems, cfg.data.task_test_seed)
     tok = tokenizer or CharTokenizer(sorted(set(task.alphabet)))
-    val = np.asarray(tok.encode(heldout_text(heldout)), dtype=np.int64)
-    return tok, TokenData(train=np.zeros(0, np.int64), val=val, val_chars=len(val)), TaskSetup(task, heldout)
+    rows = heldout_rows(heldout, cfg.context + 1)
+    if not rows:
+        raise TRMError(f"{len(heldout)} held-out problems do not fill one window of {cfg.context + 1} "
+                       "characters; raise data.task_eval_problems")
+    val = np.asarray(tok.encode("".join(rows)), dtype=np.int64)
+    data = TokenData(train=np.zeros(0, np.int64), val=val, val_chars=len(val), val_row_length=cfg.context + 1)
+    return tok, data, TaskSetup(task, heldout, test)
 
 
 def prepare_data(cfg: LMConfig, tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, TokenData]:
@@ -140,7 +148,8 @@ class Trainer:
                  deepspeed_config: dict[str, Any] | None = None, task: TaskSetup | None = None) -> None:
         t = cfg.train
         self.cfg, self.tokenizer, self.data, self.task = cfg, tokenizer, data, task
-        self.batches = (TaskBatches(task.task, tokenizer, cfg.context, task.heldout, cfg.data.loss_on)
+        self.batches = (TaskBatches(task.task, tokenizer, cfg.context, task.heldout + task.test,
+                                    cfg.data.loss_on)
                         if task is not None else None)
         self.logger, self.reporter = logger or Logger(), reporter or Reporter()
         self.out_dir = Path(out_dir) if out_dir else None
@@ -160,6 +169,7 @@ class Trainer:
             self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
         self.rng = np.random.default_rng(t.seed)
         self.step = 0
+        self.tokens_seen = 0           # training tokens drawn (global batch x context per batch)
         self.train_seconds = 0.0       # wall time in training steps (validation excluded)
         self.train_cpu_seconds = 0.0   # process CPU time in training steps
         self.history: list[dict[str, Any]] = []
@@ -291,10 +301,10 @@ class Trainer:
             return None
         weights = self.eval_model().state_dict()
         self.model.train()
-        meta = {"step": self.step, "train_seconds": round(self.train_seconds, 1),
+        meta = {"step": self.step, "train_tokens": self.tokens_seen, "train_seconds": round(self.train_seconds, 1),
                 "train_cpu_seconds": round(self.train_cpu_seconds, 1),
                 "arch": self.cfg.arch, "parameters": self.model.num_parameters(),
-                "metrics": metrics, "history": self.history}
+                "metrics": metrics, "history": self.history, "provenance": provenance(self.runtime.device)}
         return save_lm(self.out_dir, weights, self.cfg, self.tokenizer, meta)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -311,6 +321,7 @@ class Trainer:
             logs = self.train_batch(batch, mask)
             self.train_seconds += time.perf_counter() - t0
             self.train_cpu_seconds += time.process_time() - c0
+            self.tokens_seen += t.batch_size * self.cfg.context
             row = dict(logs[-1], bpc_train=logs[-1]["loss"] / math.log(2) / self.data.val_chars_per_token,
                        train_seconds=self.train_seconds, train_cpu_seconds=self.train_cpu_seconds)
             self.reporter.step(self.step, row)
@@ -355,7 +366,7 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         opt_tensors, stepper_meta = self.stepper.state_tensors()
         tensors.update(opt_tensors)
-        meta = {"step": self.step, "train_seconds": self.train_seconds,
+        meta = {"step": self.step, "train_tokens": self.tokens_seen, "train_seconds": self.train_seconds,
                 "train_cpu_seconds": self.train_cpu_seconds, "history": self.history,
                 "rng": self.rng.bit_generator.state, "stepper": stepper_meta, "config": self._run_config()}
         write_extra = None
@@ -385,6 +396,7 @@ class Trainer:
         self.stepper.load_extra(state_dir)
         self.rng.bit_generator.state = meta["rng"]
         self.step, self.history = meta["step"], meta["history"]
+        self.tokens_seen = meta.get("train_tokens", 0)
         self.train_seconds, self.train_cpu_seconds = meta["train_seconds"], meta["train_cpu_seconds"]
         self.reporter.message(f"resumed from {state_dir} at step {self.step}")
 
@@ -412,7 +424,7 @@ class Trainer:
         if self.task is not None:
             metrics.update(self.evaluate_task(final))
         metrics.update(step=self.step, train_seconds=round(self.train_seconds, 1),
-                       train_cpu_seconds=round(self.train_cpu_seconds, 1))
+                       train_cpu_seconds=round(self.train_cpu_seconds, 1), train_tokens=self.tokens_seen)
         scalars = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
         self.history.append(scalars)
         self.logger.log(self.step, scalars)

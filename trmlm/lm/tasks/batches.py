@@ -44,9 +44,13 @@ class TaskBatches:
         return ids, mask
 
 
-def heldout_examples(task: TextTask, n: int, seed: int) -> list[Example]:
-    return task.examples(n, seed)
-
-
-def heldout_text(examples: list[Example]) -> str:
-    return "".join(ex.text for ex in examples)
+def heldout_rows(examples: list[Example], length: int) -> list[str]:
+    """The held-out problems as rows of exactly `length` characters packed like training rows:
+    whole examples from a line start, the last one cut at the edge (its rest is dropped)."""
+    rows, text = [], ""
+    for ex in examples:
+        text += ex.text
+        if len(text) >= length:
+            rows.append(text[:length])
+            text = ""
+    return rows

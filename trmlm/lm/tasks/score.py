@@ -14,7 +14,8 @@ from torch import Tensor
 from trmlm.bench.common import decode_flops_per_token
 from trmlm.flops import f_forward_flops
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import decode_step, prefill, sequential_logits
+from trmlm.lm.decode import decode_step, prefill, run_token_by_token, sequential_logits
+from trmlm.lm.exits import OracleExit
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.tasks import rungs
@@ -85,7 +86,8 @@ def flops_per_token(model: LanguageModel, steps: Tensor, keys: Tensor) -> Tensor
 
 @torch.no_grad()
 def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examples: list[Example],
-               policy: HaltPolicy, batch: int = 64, teacher_forced: bool = True) -> dict[str, Any]:
+               policy: HaltPolicy, batch: int = 64, teacher_forced: bool = True,
+               greedy: bool = True) -> dict[str, Any]:
     """Exact-answer accuracy (greedy, real cache, `policy` halting) overall and per rung, with
     per answer: generated tokens, KV bytes, FLOPs and ms; and, teacher-forced on the reference
     lines, token accuracy and mean supervision steps per category (a position's steps and
@@ -103,6 +105,10 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
         correct, r_tokens, r_cached, r_flops, r_seconds, r_steps = 0, 0, 0, 0.0, 0.0, []
         for i in range(0, len(group), batch):
             chunk = group[i:i + batch]
+            if teacher_forced:
+                _teacher_forced(model, tokenizer, chunk, policy, cat_correct, cat_count, cat_steps)
+            if not greedy:   # (an oracle exit needs the true next token: teacher-forced only)
+                continue
             g = greedy_batch(model, tokenizer, [ex.prompt for ex in chunk], rung.max_target, policy)
             r_seconds += g.seconds
             P = len(chunk[0].prompt)
@@ -116,8 +122,8 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                 keys = torch.arange(1, fed + 1, device=s.device)
                 r_flops += float(flops_per_token(model, s, keys).sum())
                 r_steps.append(s.float())
-            if teacher_forced:
-                _teacher_forced(model, tokenizer, chunk, policy, cat_correct, cat_count, cat_steps)
+        if not greedy:
+            continue
         steps_cat = torch.cat(r_steps) if r_steps else torch.zeros(1)
         n = len(group)
         per_rung[name] = {"exact_acc": correct / n, "problems": n,
@@ -131,7 +137,8 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
         gen_tokens += r_tokens
         flops += r_flops
         seconds += r_seconds
-    out: dict[str, Any] = {"exact_acc": total_correct / max(1, total), "problems": total,
+    out: dict[str, Any] = {"exact_acc": total_correct / total if total else None,
+                           "problems": total or len(examples),
                            "per_rung": per_rung, "tokens_per_answer": gen_tokens / max(1, total),
                            "flops_per_answer": flops / max(1, total),
                            "ms_per_answer": 1000 * seconds / max(1, total),
@@ -152,10 +159,21 @@ def _mean_over(sums: dict[str, float], counts: dict[str, float], cats: tuple[str
 def _teacher_forced(model: LanguageModel, tokenizer: Tokenizer, chunk: list[Example],
                     policy: HaltPolicy, correct: dict, count: dict, steps_sum: dict) -> None:
     """Sequential real-cache decoding of the reference lines: argmax accuracy and steps of each
-    position, charged to the category of its next token."""
+    position, charged to the category of its next token. An oracle exit is told each token's
+    true successor before the token is refined."""
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(ex.text) for ex in chunk], device=device)  # (B, L)
-    logits, steps = sequential_logits(model, ids[:, :-1], policy)
+    if isinstance(policy, OracleExit):
+        targets = iter(ids[:, 1:].T)
+
+        def step(m, cache, token, p):
+            p.target = next(targets)
+            return decode_step(m, cache, token, p)
+
+        logits, steps = run_token_by_token(step, model, KVCache.for_model(model, len(chunk), ids.shape[1]),
+                                           ids[:, :-1], policy)
+    else:
+        logits, steps = sequential_logits(model, ids[:, :-1], policy)
     hit = (logits.argmax(-1) == ids[:, 1:]).float()  # (B, L - 1)
     for j, ex in enumerate(chunk):
         for i, cat in enumerate(ex.categories[1:]):

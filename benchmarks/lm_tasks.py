@@ -1,0 +1,170 @@
+"""The per-token TRM LM against transformers with and without a scratchpad, on reasoning-text tasks.
+
+    python benchmarks/lm_tasks.py --task arith --minutes 20            # the CPU comparison
+    python benchmarks/lm_tasks.py --task sudoku-text --preset lm-sudoku-text-cpu --minutes 30
+    python benchmarks/lm_tasks.py --task add-2 --preset lm-tiny --minutes 0.1 --problems 20   # smoke
+
+For one task: the TRM trains for `--minutes` of process-CPU time (1 thread); every baseline then
+trains twice, once to the TRM's training tokens (`equal_tokens`) and once for the same CPU time
+(`equal_cpu`): the same-size transformer (same blocks once), the iso-FLOP transformer (T (n+1)
+layers, one TRM supervision step's FLOPs per token), and the chain-of-thought transformer (the
+same-size transformer trained on the task's `-cot` form, which writes a scratchpad before the
+answer). Every model is scored on the same held-out *test* problems (kept out of training; tuning
+used the separate validation set) by greedy sequential decoding with the real KV cache; the TRM
+also at depth 1, N_sup and 2 N_sup and with learned halting against random exits
+(`trm bench --adaptive-compute`). Each run is a `trm` command; with `--lock FILE` every run waits
+for that flock (one heavy job at a time on a shared machine). Writes a table and
+benchmarks/results/lm_tasks.json (rows merged by (task, model, budget)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "lm_tasks.json"
+BASELINES = ("transformer", "transformer-iso", "transformer-cot")
+
+
+def trm_cmd(args: argparse.Namespace, *cli: str) -> list[str]:
+    cmd = [sys.executable, "-m", "trmlm", *cli]
+    return (["flock", args.lock] + cmd) if args.lock else cmd
+
+
+def run(args: argparse.Namespace, *cli: str) -> str:
+    cmd = trm_cmd(args, *cli)
+    print("$", " ".join(cmd[cmd.index("-m") + 2:] if "-m" in cmd else cmd), flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(args))
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def _env(args: argparse.Namespace) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    return env
+
+
+def train(args: argparse.Namespace, name: str, model: str, task: str, extra: list[str]) -> dict[str, Any]:
+    out = Path(args.runs) / name
+    if not (args.reuse and (out / "meta.json").is_file()):
+        run(args, "train-lm", "--preset", args.preset, "--task", task, "--model", model, "--out", str(out),
+            "--overwrite", "--quiet", "--set", f"train.threads={args.threads}",
+            "--set", "budget_clock=cpu", *sum((["--set", s] for s in extra), []))
+    meta = json.loads((out / "meta.json").read_text())
+    return {"dir": str(out), "meta": meta}
+
+
+def score(args: argparse.Namespace, ckpt: str, task: str, *flags: str) -> dict[str, Any]:
+    text = run(args, "eval-lm", "--checkpoint", ckpt, "--task", task, "--problems", str(args.problems),
+               "--split", "test", "--json", "--threads", str(args.threads), *flags)
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def row(task: str, model: str, budget: str, trained: dict[str, Any], rep: dict[str, Any]) -> dict[str, Any]:
+    meta = trained["meta"]
+    return {"task": task, "model": model, "budget": budget, "params": meta["parameters"],
+            "train_tokens": meta.get("train_tokens"), "optimizer_steps": meta["step"],
+            "cpu_minutes": round(meta["train_cpu_seconds"] / 60, 2),
+            "exact_acc": rep["exact_acc"],
+            "exact_acc_per_rung": {k: v["exact_acc"] for k, v in rep["per_rung"].items()},
+            "tokens_per_answer": rep["tokens_per_answer"],
+            "kv_bytes_per_answer": sum(v["kv_bytes_per_answer"] * v["problems"] for v in rep["per_rung"].values())
+            / rep["problems"],
+            "flops_per_answer": rep["flops_per_answer"], "ms_per_answer": rep["ms_per_answer"],
+            "token_acc": rep.get("token_acc"), "checkpoint": trained["dir"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", default="arith")
+    p.add_argument("--preset", default="lm-arith-cpu")
+    p.add_argument("--minutes", type=float, default=20.0, help="CPU minutes of the TRM (and of equal_cpu runs)")
+    p.add_argument("--problems", type=int, default=500, help="held-out test problems scored per model")
+    p.add_argument("--models", default="trm," + ",".join(BASELINES))
+    p.add_argument("--trm-set", action="append", default=[], help="--set for the TRM run only")
+    p.add_argument("--set", dest="common_set", action="append", default=[], help="--set for every run")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", default=str(ROOT / "runs" / "lm_tasks"))
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--lock", default="", help="flock file every run waits for")
+    p.add_argument("--reuse", action="store_true", help="keep finished runs (their meta.json exists)")
+    p.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.5,0.7,0.9")
+    args = p.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    tag = args.task
+    base = [f"train.max_minutes={args.minutes}", *args.common_set]
+    rows: list[dict[str, Any]] = []
+    trm = train(args, f"{tag}-trm", "trm", args.task, base + args.trm_set)
+    tokens = trm["meta"]["train_tokens"]
+    if "trm" in models:
+        rep = score(args, trm["dir"], args.task)
+        bench_dir = Path(trm["dir"]) / "bench"
+        run(args, "bench", "--adaptive-compute", "--checkpoint", trm["dir"], "--task", args.task,
+            "--problems", str(args.problems), "--max-steps", str(2 * rep["max_steps"]), "--out",
+            str(bench_dir), "--quiet", "--thresholds", args.thresholds, "--threads", str(args.threads))
+        ada = json.loads((bench_dir / "task_report.json").read_text())
+        r = row(args.task, "trm", "equal_cpu", trm, rep)
+        r.update(n_sup=ada["n_sup"], exact_acc_depth1=ada["exact_acc_depth1"],
+                 exact_acc_full_depth=ada["exact_acc_full_depth"],
+                 exact_acc_2x_depth=ada.get("exact_acc_2x_depth"), halt_exact_acc=ada["halt_exact_acc"],
+                 halt_mean_steps=ada["halt_mean_steps"], halt_operating_point=ada["operating_point"],
+                 steps_hard=ada["steps_hard"], steps_easy=ada["steps_easy"],
+                 halt_beats_random=ada["halt_beats_random"], halt_targets=ada["targets"],
+                 steps_mean=rep["steps_mean"], steps_per_category=rep["steps_per_category"],
+                 adaptive_report=str(bench_dir / "task_report.json"))
+        rows.append(r)
+        rows.append(dict(r, budget="equal_tokens"))  # the TRM defines both budgets
+    for model in [m for m in models if m in BASELINES]:
+        arch = "transformer" if model == "transformer-cot" else model
+        task = args.task + "-cot" if model == "transformer-cot" else args.task
+        for budget in ("equal_tokens", "equal_cpu"):
+            if budget == "equal_tokens":
+                extra = [f"train.max_minutes=0", f"train.train_steps={math.ceil(tokens / _tokens_per_step(args))}"]
+            else:
+                extra = [f"train.max_minutes={args.minutes}", "train.train_steps=100000000"]
+            trained = train(args, f"{tag}-{model}-{budget}", arch, task, [*args.common_set, *extra])
+            rows.append(row(args.task, model, budget, trained, score(args, trained["dir"], task)))
+    write(args, rows)
+
+
+def _tokens_per_step(args: argparse.Namespace) -> int:
+    """Training tokens per optimizer step of a transformer run: the preset's batch x context."""
+    from trmlm.cli.common import configs_dir
+    from trmlm.lm.config import load_lm_config
+
+    cfg = load_lm_config(args.preset, [], list(args.common_set), configs_dir())
+    return cfg.train.batch_size * cfg.context
+
+
+def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    from trmlm.bench.common import hardware, write_json
+
+    path = Path(args.out)
+    old = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
+    key = lambda r: (r["task"], r["model"], r["budget"])  # noqa: E731
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in rows})
+    report = {"benchmark": "lm_tasks", "hardware": dict(hardware("cpu"), threads=args.threads),
+              "command": " ".join(["python", "benchmarks/lm_tasks.py", *sys.argv[1:]]),
+              "rows": sorted(merged.values(), key=key)}
+    write_json(path, report)
+    print(f"\n{'task':12s} {'model':16s} {'budget':12s} {'exact':>6s} {'tokens':>9s} {'CPU min':>7s} "
+          f"{'tok/ans':>7s} {'KV B/ans':>8s} {'MFLOP/ans':>9s}")
+    for r in report["rows"]:
+        print(f"{r['task']:12s} {r['model']:16s} {r['budget']:12s} {r['exact_acc']:6.3f} "
+              f"{r['train_tokens'] or 0:9d} {r['cpu_minutes']:7.2f} {r['tokens_per_answer']:7.1f} "
+              f"{r['kv_bytes_per_answer']:8.0f} {r['flops_per_answer'] / 1e6:9.2f}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Reasoning-text tasks: generators, categories, the exact-answer scorer, CoT formats, training options."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from trmlm.cli.main import app
+from trmlm.errors import TRMError
+from trmlm.lm.config import LMConfig
+from trmlm.lm.model import TransformerLM, build_model
+from trmlm.lm.parallel import final_sweep_states, supervision_sweep
+from trmlm.lm.halting import HaltPolicy
+from trmlm.lm.tasks import get_task, rungs
+from trmlm.lm.tasks.base import ANSWER, BLANK, GIVEN, PROMPT, SCRATCH, SEPARATOR
+from trmlm.lm.tasks.batches import TaskBatches, disjoint_rungs
+from trmlm.lm.tasks.score import score_task
+from trmlm.lm.tokenizer import CharTokenizer
+from trmlm.puzzles.lm_tasks import get_task as get_any_task
+from trmlm.puzzles.sudoku.grid import is_valid_solution
+
+
+def _operands(prompt: str) -> tuple[int, str, int]:
+    a, op, b = re.fullmatch(r"(\d+)([+*])(\d+)=", prompt).groups()
+    return int(a), op, int(b)
+
+
+@pytest.mark.parametrize("name", ["add-1", "add-4", "add-9", "mul-1", "mul-2", "mul-4", "add-3-cot", "mul-3-cot"])
+def test_arithmetic_answers_are_right_and_seeded(name):
+    task = get_task(name)
+    first = task.examples(50, seed=3)
+    assert first == task.examples(50, seed=3)            # same seed, same problems
+    assert first != task.examples(50, seed=4)
+    assert task.examples(20, seed=3) == first[:20]       # a smaller n is a prefix
+    for ex in first:
+        a, op, b = _operands(ex.prompt)
+        d = task.digits
+        value, width = (a + b, d + 1) if op == "+" else (a * b, 2 * d)
+        assert ex.answer == str(value).zfill(width)[::-1]  # least-significant digit first
+        assert ex.target.endswith(ex.answer + "\n")
+        assert task.is_correct(ex, ex.target) and task.is_correct(ex, ex.target + "junk")
+        assert not task.is_correct(ex, ex.target[:-2] + "\n")
+        assert len(ex.target) <= task.max_target and set(ex.text) <= set(task.alphabet)
+
+
+def test_categories_of_a_hand_made_line():
+    ex = get_task("add-2").example(np.random.default_rng(0))
+    a, _, b = _operands(ex.prompt)
+    assert ex.text == f"{a:02d}+{b:02d}=" + str(a + b).zfill(3)[::-1] + "\n"
+    assert ex.categories == (PROMPT,) * 5 + (SEPARATOR,) + (ANSWER,) * 3 + (SEPARATOR,)
+    cot = get_task("add-2-cot").example(np.random.default_rng(0))
+    assert cot.categories == ((PROMPT,) * 5 + (SEPARATOR,) + (SEPARATOR, SCRATCH, SCRATCH, SEPARATOR)
+                              + (ANSWER,) * 3 + (SEPARATOR,))
+
+
+def test_cot_scratchpads_parse_and_add_up():
+    """add-D-cot carries and mul-D-cot partial products / running sums are what they claim."""
+    for ex in get_task("add-4-cot").examples(30, seed=1):
+        a, _, b = _operands(ex.prompt)
+        carries = ex.target[1:ex.target.index("|")]
+        for k, c in enumerate(carries):
+            low = a % 10 ** (k + 1) + b % 10 ** (k + 1)
+            assert int(c) == low // 10 ** (k + 1)        # carry out of column k
+    task = get_task("mul-3-cot")
+    for ex in task.examples(30, seed=1):
+        a, _, b = _operands(ex.prompt)
+        groups = re.split(r"[+=]", ex.target.rstrip("\n"))
+        values = [int(g[::-1]) for g in groups]
+        partials = [values[0]] + values[1::2]
+        sums = values[2::2]
+        assert partials == [a * ((b // 10 ** j) % 10) * 10 ** j for j in range(3)]
+        assert sums == [sum(partials[:j + 1]) for j in range(1, 3)]
+        assert task.extract_answer(ex.target) == ex.answer == groups[-1]
+
+
+def test_sudoku_text_lines_are_valid_and_categorised():
+    task = get_any_task("sudoku-text-30")
+    for ex in task.examples(5, seed=0):
+        puzzle, solution = ex.prompt[:81], ex.answer
+        assert ex.prompt[81] == "=" and len(solution) == 81
+        assert is_valid_solution(np.array([int(c) for c in solution]).reshape(9, 9))
+        assert puzzle.count(".") == 30
+        assert all(p in (".", s) for p, s in zip(puzzle, solution))   # givens are copied
+        cats = ex.categories[82:163]
+        assert [c == BLANK for c in cats] == [p == "." for p in puzzle]
+        assert all(c == GIVEN for c, p in zip(cats, puzzle) if p != ".")
+        assert task.is_valid(ex.target) and task.is_correct(ex, ex.target)
+    assert get_any_task("sudoku-text").examples(3, seed=0) == get_any_task("sudoku-text").examples(3, seed=0)
+
+
+def test_unknown_task_is_a_one_line_error():
+    with pytest.raises(TRMError, match="unknown task 'add'"):
+        get_task("add")
+    with pytest.raises(TRMError, match="1 to 12 digits"):
+        get_task("add-13")
+
+
+def test_heldout_problems_stay_out_of_training_where_possible():
+    task = get_task("arith")
+    held = task.examples(120, seed=9)
+    disjoint = disjoint_rungs(task, held)
+    assert "mul-1" not in disjoint and {"add-4", "mul-3"} <= disjoint   # mul-1 has 100 problems only
+    tok = CharTokenizer(sorted(set(task.alphabet)))
+    batches = TaskBatches(task, tok, 64, held, loss_on="target")
+    ids, mask = batches.draw(np.random.default_rng(0), 64)
+    text = "".join(tok.decode(r.tolist()) for r in ids)
+    lines = [ln for row in ids for ln in tok.decode(row.tolist()).split("\n")[:-1]]
+    excluded = {ex.prompt for ex in held if ex.task in disjoint}
+    assert not any(ln[:ln.index("=") + 1] in excluded for ln in lines if "=" in ln)
+    # the loss mask keeps exactly the positions whose next character belongs to an answer line
+    row = tok.decode(ids[0].tolist())
+    first = row.index("=")
+    assert mask[0, :first].sum() == 0 and bool(mask[0, first]) and len(text) == 64 * 65
+
+
+class _Oracle(TransformerLM):
+    """A transformer stub that writes the reference answer of the problem it is fed (or a wrong
+    digit when `wrong`), to test the scorer end to end."""
+
+    def __init__(self, cfg, tok, examples, wrong=False):
+        super().__init__(cfg)
+        self.tok, self.wrong = tok, wrong
+        self.lines = {ex.prompt: ex.text for ex in examples}
+        self.fed: list[list[int]] = []
+
+    def forward(self, tokens, positions=None, prefix=None):
+        B, L = tokens.shape
+        if prefix is None or prefix[0][0].shape[2] == 0:
+            self.fed = tokens.tolist()
+        else:
+            for row, t in zip(self.fed, tokens[:, 0].tolist()):
+                row.append(t)
+        logits, kvs = super().forward(tokens, positions, prefix)
+        logits = torch.full_like(logits, -1e4)
+        for b, row in enumerate(self.fed):
+            text = self.tok.decode(row)
+            # a line this text is a prefix of (teacher forcing), else the one whose prompt it has
+            line = next((v for v in self.lines.values() if v.startswith(text)), None) or \
+                next(v for k, v in self.lines.items() if text.startswith(k))
+            nxt = line[len(row)] if len(row) < len(line) else "\n"
+            if self.wrong and nxt.isdigit():
+                nxt = str((int(nxt) + 1) % 10)
+            logits[b, -1, self.tok.encode(nxt)[0]] = 0.0
+        return logits, kvs
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_exact_answer_scorer_on_an_oracle(wrong):
+    task = get_task("arith")
+    examples = task.examples(24, seed=5)
+    tok = CharTokenizer(sorted(set(task.alphabet)))
+    net = dataclasses.replace(LMConfig().model, vocab_size=tok.vocab_size, seq_len=32, d_model=16,
+                              n_heads=2, n_layers=1, swiglu_multiple=16)
+    model = _Oracle(LMConfig(arch="transformer", model=net), tok, examples, wrong=wrong).eval()
+    report = score_task(model, tok, task, examples, HaltPolicy.fixed(1), batch=4)
+    assert report["exact_acc"] == (0.0 if wrong else 1.0)
+    assert set(report["per_rung"]) == {ex.task for ex in examples}
+    for name, r in report["per_rung"].items():
+        rung = next(t for t in rungs(task) if t.name == name)
+        assert r["tokens_per_answer"] == rung.max_target      # answer digits + the newline
+    assert report["token_acc"]["answer"] == (0.0 if wrong else 1.0)
+    assert report["token_acc"]["separator"] > 0.4
+
+
+def _tiny_trm(**over) -> tuple:
+    net = dataclasses.replace(LMConfig().model, vocab_size=16, seq_len=16, d_model=32, n_heads=4,
+                              n_layers=2, n_latent=1, n_cycles=1, max_sup_steps=3, swiglu_multiple=16)
+    cfg = dataclasses.replace(LMConfig(model=net), **over)
+    torch.manual_seed(0)
+    return build_model(cfg), cfg
+
+
+def test_cross_grad_keeps_values_and_moves_gradient_into_earlier_states():
+    """Straight-through: the step-2 loss is the same number with and without cross_grad, but only
+    with it does the gradient reach the step-1 graph (and so earlier tokens' states)."""
+    model, _ = _tiny_trm()
+    tokens = torch.randint(0, 16, (2, 12))
+    results = {}
+    for cross in (False, True):
+        model.zero_grad()
+        x = model.embed_tokens(tokens)
+        s1 = supervision_sweep(model, model.initial_state(2, 12), x, cross_grad=cross)
+        s2 = supervision_sweep(model, s1 if cross else s1.detach(), x, cross_grad=cross)
+        loss = model.logits(s2.y)[:, -1].square().mean()
+        loss.backward()
+        results[cross] = (float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-6)
+    diff = sum(float((a - b).abs().sum()) for a, b in zip(results[True][1], results[False][1]))
+    assert diff > 1e-6
+
+
+def test_cache_halting_stops_tokens_in_the_final_sweep_pass():
+    model, _ = _tiny_trm()
+    x = model.embed_tokens(torch.randint(0, 16, (2, 10)))
+    with torch.no_grad():
+        model.q_head.bias.fill_(10.0)                          # every token halts at once
+    one = final_sweep_states(model, x, 1)
+    halted = final_sweep_states(model, x, 3, HaltPolicy(max_steps=3, threshold=0.5))
+    torch.testing.assert_close(halted, one)
+    full = final_sweep_states(model, x, 3)
+    assert not torch.allclose(full, one)
+
+
+def test_task_end_to_end_and_depth_beyond_training(tmp_path):
+    """train-lm --task on lm-tiny, eval-lm --task (JSON report), and test-time depth 2x N_sup."""
+    runner = CliRunner()
+    out = tmp_path / "add"
+    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2", "--out", str(out),
+                              "--quiet", "--set", "train.train_steps=6", "--set", "data.task_eval_problems=20",
+                              "--set", "updates=per_batch", "--set", "cross_grad=true",
+                              "--set", "halt.target=final"])
+    assert res.exit_code == 0, res.output
+    assert "held-out exact answers" in res.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert "exact_acc" in meta["metrics"]
+    res = runner.invoke(app, ["eval-lm", "--checkpoint", str(out), "--problems", "12", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["task"] == "add-2" and report["problems"] == 12
+    assert set(report["steps_per_category"]) >= {"prompt", "answer", "separator"}
+    n_sup = report["max_steps"]
+    res = runner.invoke(app, ["eval-lm", "--checkpoint", str(out), "--problems", "8", "--json",
+                              "--max-steps", str(2 * n_sup), "--no-halting"])
+    assert res.exit_code == 0, res.output
+    deep = json.loads(res.stdout)
+    assert deep["max_steps"] == 2 * n_sup and deep["steps_mean"] == 2 * n_sup
+    assert "never trained" in res.stderr
+    res = runner.invoke(app, ["generate", "--checkpoint", str(out), "--prompt", "12+34=",
+                              "--max-steps", str(2 * n_sup), "--temperature", "0", "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
