@@ -2,7 +2,6 @@
 
 import csv
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -50,17 +49,19 @@ def test_collections_hard_and_17_clue(shared_data_dir):
         assert result.n_solutions == 1 and grid_to_string(result.solution) == row["answer"]
 
 
-@pytest.mark.parametrize("text", [
-    "8..........36......7..9.2...5...7.......457.....1...3...1....68..85...1..9....4..",  # Inkala 2012
-    # The slowest of forum_hardest_1106 for this solver (0.25 s on a loaded CPU core).
-    "..3......4...8..36..83..1...4..6..73...9..........2..5..4.7..686........7.....5..",
+@pytest.mark.parametrize("text,max_nodes", [
+    # Inkala 2012: 321 search nodes today
+    ("8..........36......7..9.2...5...7.......457.....1...3...1....68..85...1..9....4..", 500),
+    # the slowest of forum_hardest_1106 for this solver: 3071 nodes today
+    ("..3......4...8..36..83..1...4..6..73...9..........2..5..4.7..686........7.....5..", 4500),
 ])
-def test_hardest_puzzles_solved_quickly(text):
-    start = time.perf_counter()
+def test_hardest_puzzles_solved_quickly(text, max_nodes):
+    """Quickly = within a search budget: solver nodes (guesses + refutations) are deterministic,
+    unlike wall time on a shared CPU; naked + hidden singles keep the hardest known puzzles
+    within ~1.5x of today's counts."""
     result = solve(parse_puzzle(text))
-    assert time.perf_counter() - start < 2.0  # generous: the CPU is shared; typically < 0.3 s
     assert result.n_solutions == 1 and is_valid_solution(result.solution)
-    assert result.guesses >= 1 and result.nodes > result.guesses
+    assert result.guesses >= 1 and result.guesses < result.nodes <= max_nodes
 
 
 def test_easy_puzzle_rates_zero_and_empty_grid_has_many_solutions():
