@@ -182,7 +182,7 @@ class Stepper:
 
 
 def _avoid_cpu_jit_ops() -> None:
-    """DeepSpeed on CPU JIT-builds a shared-memory comm op at every init (~2 min, ENV-FACTS.md);
+    """DeepSpeed on CPU JIT-builds a shared-memory comm op at every init (~2 min, docs/training.md);
     gloo does the collectives fine without it, so make the builder report 'unavailable'."""
     comm_torch = importlib.import_module("deepspeed.comm.torch")
     comm_torch.build_shm_op = lambda: None
@@ -218,10 +218,10 @@ class DeepSpeedStepper(Stepper):
         if device_type == "cpu":
             _avoid_cpu_jit_ops()
             # The shipped configs enable bf16 for GPUs; on an AVX2 CPU bf16 is 20-100x slower
-            # than fp32 (ENV-FACTS.md), so the CPU path trains in fp32.
+            # than fp32 (measured: docs/training.md), so the CPU path trains in fp32.
             ds_config = {**ds_config, "bf16": {"enabled": False}}
         self.model, self.cfg, self.dist = model, cfg, dist
-        if dist.world == 1:  # without a launcher DeepSpeed would look for MPI (ENV-FACTS.md)
+        if dist.world == 1:  # without a launcher (RANK, WORLD_SIZE, ...) DeepSpeed would look for MPI
             for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
                                ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(free_port()))):
                 os.environ.setdefault(key, value)

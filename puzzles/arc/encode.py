@@ -9,7 +9,7 @@ from trmlm.errors import TRMError
 SIDE = 30
 SEQ_LEN = SIDE * SIDE   # 900
 PAD, EOS, COLOUR0 = 0, 1, 2
-VOCAB_SIZE = 12         # PAD, EOS, 10 colours (TRM-FACTS.md)
+VOCAB_SIZE = 12         # PAD, EOS, 10 colours (as TRM; docs/arc.md)
 
 
 def encode(grid: np.ndarray, offset: tuple[int, int] = (0, 0)) -> np.ndarray:

@@ -91,7 +91,7 @@ def _tasks_from_obj(obj: Any, where: str, default_id: str,
 def load_tasks(source: str) -> dict[str, ArcTask]:
     """Tasks from one source (all validated):
 
-    - a JSON file {task_id: task} (../shared/data/arc/*.json) or one task {train, test};
+    - a JSON file {task_id: task} (e.g. arc-agi-1_evaluation.json, docs/arc.md) or one task {train, test};
     - a Kaggle `*_challenges.json` (its `*_solutions.json` beside it supplies test outputs);
     - a directory of per-task JSON files (fchollet/ARC-AGI data/training);
     - `ZIP#NAME` for a Kaggle pair inside a zip, e.g. trm_kaggle_combined.zip#arc-agi_evaluation2;

@@ -24,7 +24,7 @@ def generate_maze(size: int, min_path: int, rng: np.random.Generator, draws: int
     """(question, answer, path length) with shortest path > min_path steps (HRM: > 110 at 30x30).
 
     Per layout, up to `draws` random (start, goal) pairs of free cells; the first whose shortest
-    path is longer than min_path is kept (one maze per layout, as ../shared/data/maze).
+    path is longer than min_path is kept (one maze per layout, as the regenerated Maze-Hard set of docs/maze.md).
     """
     for _ in range(max_layouts):
         base = random_layout(size, rng)

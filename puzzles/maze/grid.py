@@ -11,11 +11,11 @@ from trmlm.errors import TRMError
 
 CHARSET = "# SGo"                 # TRM/HRM maze charset; token = index + 1
 PAD, WALL, OPEN, START, GOAL, PATH = 0, 1, 2, 3, 4, 5
-VOCAB_SIZE = 1 + len(CHARSET)     # 6 with PAD 0 (TRM-FACTS.md)
+VOCAB_SIZE = 1 + len(CHARSET)     # 6 with PAD 0 (as TRM/HRM; docs/maze.md)
 _LUT = np.zeros(256, np.uint8)
 for _i, _ch in enumerate(CHARSET):
     _LUT[ord(_ch)] = _i + 1
-# BFS neighbour order down, left, right, up: the tie-break of ../shared/data/maze (SOURCES.md).
+# BFS neighbour order down, left, right, up: the tie-break of the regenerated Maze-Hard set (docs/maze.md).
 MOVES = ((1, 0), (0, -1), (0, 1), (-1, 0))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from trmlm.errors import TRMError
 
 SEQ_LEN = 81
-# TRM-FACTS / reference build_sudoku_dataset.py: PAD 0, blank 1, digits 1..9 -> tokens 2..10.
+# As the reference build_sudoku_dataset.py (docs/sudoku.md): PAD 0, blank 1, digits 1..9 -> tokens 2..10.
 VOCAB_SIZE = 11
 PAD_TOKEN = 0
 BLANK_TOKEN = 1

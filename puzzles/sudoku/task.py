@@ -49,7 +49,7 @@ def load_sets(cfg: SudokuDataConfig, progress: bool = False) -> tuple[SudokuSet,
         train = generate_puzzles_cached(cfg.n_train, seed=cfg.seed, **common)
         test = generate_puzzles_cached(cfg.n_test, seed=cfg.seed + 7919, **common)
     elif Path(cfg.source).is_file():
-        # One file (e.g. ../shared/data/sudoku/tdoku_collections_solved.csv): seeded split.
+        # One file (e.g. tdoku_collections_solved.csv, docs/sudoku.md): seeded split.
         full = load_sudoku_csv(cfg.source, min_rating=cfg.min_rating or None)
         if max_rating is not None:
             full = full.subset(full.ratings <= max_rating)

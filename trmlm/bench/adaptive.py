@@ -1,4 +1,4 @@
-"""`trm bench --adaptive-compute`: quality vs compute of per-token exits, sequential with the real cache (AR-TRM.md §3)."""
+"""`trm bench --adaptive-compute`: quality vs compute of per-token exits, sequential with the real cache (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ class KVCache:
 
     Only `commit` writes and only `commit` advances `pos` (the position of the next token). The
     recursion depth (N_sup, n, T) never enters the shape: memory per token is layers x 2 x D
-    values (AR-TRM.md §2.1), unlike Huginn's one entry per recursion step.
+    values (docs/language-model.md), unlike Huginn's one entry per recursion step.
     """
 
     def __init__(self, n_layers: int, batch: int, n_heads: int, head_dim: int, max_len: int,

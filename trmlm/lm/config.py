@@ -29,7 +29,7 @@ def _default_train() -> TrainConfig:
 
 @dataclass
 class HaltConfig:
-    """Per-token halting (AR-TRM.md §2.3)."""
+    """Per-token halting (docs/language-model.md)."""
 
     # Training label of the halt head q (docs/language-model.md, "Halting"): "correct" =
     # 1[argmax is right]; "improvement" = step s+1 stops lowering this token's loss (Ouro);
@@ -88,7 +88,7 @@ class LMConfig:
     halt: HaltConfig = field(default_factory=HaltConfig)
     commit_input: Literal["x+y", "y"] = "x+y"  # what the commit pass reads (model.commit_input)
     commit_grad: bool = True       # backprop through the commit pass (its input y^(s-1) is detached)
-    # Training cache: "previous_step" = AR-TRM.md §2.2 (step s reads the commit of y^(s-1));
+    # Training cache: "previous_step" = step s reads the commit of y^(s-1) (docs/language-model.md);
     # "final_sweep" = a first no-grad pass of N_sup previous-step sweeps gives approximately
     # final states, and every step reads their commit, as every inference step reads the final
     # committed prefix (costs one extra forward pass per batch; see docs/language-model.md).

@@ -1,4 +1,4 @@
-"""Cached decoding (AR-TRM.md §2.1): prefill, decode step with per-token halting, slow reference."""
+"""Cached decoding (docs/language-model.md): prefill, decode step with per-token halting, slow reference."""
 
 from __future__ import annotations
 

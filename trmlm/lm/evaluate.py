@@ -49,7 +49,7 @@ def parallel_estimate(model: LanguageModel, windows: Tensor, batch: int) -> dict
 @torch.no_grad()
 def sequential_eval(model: LanguageModel, windows: Tensor, batch: int, policy: HaltPolicy,
                     per_step_cache: bool = False) -> dict[str, float]:
-    """Token-by-token decoding with the real KV cache and per-token halting (AR-TRM.md §2.1;
+    """Token-by-token decoding with the real KV cache and per-token halting (decode.py;
     or the per-step caches of stepsync.py), teacher-forced on windows (W, L + 1): NLL, steps."""
     decode = sequential_logits_sync if per_step_cache else sequential_logits
     device = next(model.parameters()).device

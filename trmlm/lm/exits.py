@@ -1,4 +1,4 @@
-"""Exit rules beside the learned halting head: fixed, random, oracle and training-free exits (AR-TRM.md §3)."""
+"""Exit rules beside the learned halting head: fixed, random, oracle and training-free exits (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

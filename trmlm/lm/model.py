@@ -56,7 +56,7 @@ class _LMBase(nn.Module):
 
 
 class TRMLanguageModel(_LMBase):
-    """AR-TRM.md §2: x_i = Embed(t_i); (y_i, z_i) refined by TRMCore; head(y_i) predicts t_{i+1};
+    """docs/language-model.md: x_i = Embed(t_i); (y_i, z_i) refined by TRMCore; head(y_i) predicts t_{i+1};
     q_head(y_i) is the per-token halt logit. Every call of f reads committed (K, V) of earlier
     tokens (`prefix`) plus the token's own live K/V (self_mask="diagonal")."""
 

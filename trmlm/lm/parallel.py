@@ -1,4 +1,4 @@
-"""Parallel-over-positions TRM passes (AR-TRM.md §2.2): training supervision sweeps, Jacobi evaluator."""
+"""Parallel-over-positions TRM passes (docs/language-model.md): training supervision sweeps, Jacobi evaluator."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ class SentencePieceTokenizer:
         import sentencepiece as spm
 
         model = io.BytesIO()
-        # ENV-FACTS.md: defaults collapse whitespace and drop newlines; these settings round-trip.
+        # sentencepiece's defaults collapse whitespace and drop newlines; these settings round-trip.
         try:
             _train_sp(spm, text, model, vocab_size, model_type)
         except RuntimeError as exc:  # e.g. vocab smaller than the 256 byte pieces + alphabet

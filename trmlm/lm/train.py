@@ -1,4 +1,4 @@
-"""LM training: deep supervision as Jacobi sweeps (AR-TRM.md §2.2), validation, samples, checkpoints."""
+"""LM training: deep supervision as Jacobi sweeps (docs/language-model.md), validation, samples, checkpoints."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from trmlm.puzzle.model import TRMPuzzleModel
 def hrm_config(cfg: TRMConfig) -> TRMConfig:
     """The TRM config read as HRM's: T = H_cycles, n = L_cycles, two nets, 1-step gradient.
 
-    HRM's loop is TRM's loop shape (TRM-FACTS.md): for each of H_cycles high-level cycles,
+    HRM's loop is TRM's loop shape (docs/baselines.md): for each of H_cycles high-level cycles,
     L_cycles low-level updates z_L = f_L(z_L + z_H + x), then z_H = f_H(z_H + z_L); everything
     under no_grad except the last f_L and the last f_H call (official hrm_act_v1.py). So HRM runs
     through the one recursion core (trmlm/core.py) with separate_nets=True and grad="one_step";

@@ -54,7 +54,7 @@ class TRMPuzzleModel(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """All initialisation in one place (official TRM): see TRM-FACTS.md."""
+        """All initialisation in one place, as the official TRM: see docs/architecture.md."""
         D = self.cfg.d_model
         trunc_normal_(self.embed.weight, std=1.0 / math.sqrt(D))  # scaled by sqrt(D) at use
         for module in self.modules():
