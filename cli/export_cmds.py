@@ -66,14 +66,14 @@ def export_cmd(
     out.print(f"exported {result.manifest['kind']} graphs to {out_dir} ({total:,} bytes of graphs and weights)", soft_wrap=True)
     for name, size in result.bytes.items():
         out.print(f"  {name:22s} {size:>12,} bytes")
-    out.print("max |onnxruntime - torch|: " + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()))
+    out.print("max |onnxruntime - torch|: " + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()), soft_wrap=True)
     if "bench" in report:
         b = report["bench"]
         out.print(f"decode, {b['tokens']} greedy tokens, {b['threads']} thread(s), median of {b['repeats']}: "
                   f"torch {b['torch_tokens_per_s']:.1f} tokens/s, onnxruntime {b['onnxruntime_tokens_per_s']:.1f} "
-                  f"tokens/s ({b['speedup']:.2f}x); same text: {b['same_text']}")
+                  f"tokens/s ({b['speedup']:.2f}x); same text: {b['same_text']}", soft_wrap=True)
     if lm is not None:
-        err.print(f"generate without torch: python -m trmlm.export.ort_lm {out_dir} --prompt TEXT")
+        err.print(f"generate without torch: python -m trmlm.export.ort_lm {out_dir} --prompt TEXT", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -186,7 +186,8 @@ def _pack(paths: list[Path], weights_file: Path, min_bytes: int = 1024) -> None:
     copy of a weight per call site (f runs T (n + 1) times in a supervision step) and every graph
     holds its own copies. Identical initializers are merged within a graph, initializers of
     min_bytes or more go to `weights_file` (ONNX external data; each distinct tensor once across
-    all graphs), and the exporter's per-node metadata (stack traces) is dropped."""
+    all graphs, a transposed copy of a stored matrix read through a Transpose), and the
+    exporter's per-node metadata (stack traces) is dropped."""
     import hashlib
 
     import onnx
@@ -201,7 +202,7 @@ def _pack(paths: list[Path], weights_file: Path, min_bytes: int = 1024) -> None:
             for node in graph.node:
                 del node.metadata_props[:]
                 node.doc_string = ""
-            keep, rename = [], {}
+            keep, rename, transposes = [], {}, []
             seen: dict[tuple, str] = {}
             for t in graph.initializer:
                 data = numpy_helper.to_array(t)
@@ -211,6 +212,21 @@ def _pack(paths: list[Path], weights_file: Path, min_bytes: int = 1024) -> None:
                     continue
                 seen[key] = t.name
                 if data.nbytes >= min_bytes:
+                    flipped = None
+                    if data.ndim == 2 and key not in stored:
+                        flipped = (t.data_type, data.shape[::-1],
+                                   hashlib.sha1(np.ascontiguousarray(data.T).tobytes()).hexdigest())
+                    if flipped in stored:
+                        # the transpose of a stored weight (a graph that calls f once gets the
+                        # exporter's pre-transposed copy): read the stored one, transpose at load
+                        # (onnxruntime folds a Transpose of an initializer when it loads the graph)
+                        src = numpy_helper.from_array(np.ascontiguousarray(data.T), f"{t.name}.stored")
+                        set_external_data(src, weights_file.name, *stored[flipped])
+                        src.ClearField("raw_data")
+                        src.data_location = onnx.TensorProto.EXTERNAL
+                        keep.append(src)
+                        transposes.append(onnx.helper.make_node("Transpose", [src.name], [t.name], perm=[1, 0]))
+                        continue
                     if key not in stored:
                         stored[key] = (blob.tell(), data.nbytes)
                         blob.write(data.tobytes())
@@ -222,6 +238,9 @@ def _pack(paths: list[Path], weights_file: Path, min_bytes: int = 1024) -> None:
                 keep.append(t)
             del graph.initializer[:]
             graph.initializer.extend(keep)
+            nodes = transposes + list(graph.node)
+            del graph.node[:]
+            graph.node.extend(nodes)
             for node in graph.node:
                 for i, name in enumerate(node.input):
                     if name in rename:
