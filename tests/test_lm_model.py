@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from trmlm.core import RecursionState
 from trmlm.layers import AttnContext
 from trmlm.lm.cache import KVCache
 from trmlm.lm.config import LMConfig
@@ -20,18 +21,21 @@ from trmlm.lm.stepsync import StepCaches, sequential_logits_sync
 torch.set_num_threads(1)
 
 
-def tiny_cfg(arch: str = "trm", **net) -> LMConfig:
+def tiny_cfg(arch: str = "trm", commit_input: str = "x+y", **net) -> LMConfig:
     base = dict(vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2, n_latent=2,
                 n_cycles=2, max_sup_steps=3, puzzle_emb_len=0, swiglu_multiple=16)
     base.update(net)
-    return LMConfig(arch=arch, model=dataclasses.replace(LMConfig().model, **base))
+    return LMConfig(arch=arch, model=dataclasses.replace(LMConfig().model, **base), commit_input=commit_input)
 
 
-def make(arch: str = "trm", seed: int = 0, **net):
+COMMIT_INPUTS = ["x+y", "x+y+z", "y"]
+
+
+def make(arch: str = "trm", seed: int = 0, commit_input: str = "x+y", **net):
     torch.manual_seed(seed)
     # float64: the equalities below are exact up to rounding; an untrained recursive net
     # amplifies fp32 rounding over a sequence (1e-4 after 8 tokens), fp64 keeps it at 1e-15.
-    model = build_model(tiny_cfg(arch, **net)).eval().double()
+    model = build_model(tiny_cfg(arch, commit_input, **net)).eval().double()
     if isinstance(model, TRMLanguageModel):
         # Give the halt head a real signal (its init is "never halt") so halting varies per token.
         with torch.no_grad():
@@ -52,7 +56,8 @@ def test_prefix_attention_equals_plain_causal_pass():
     h = torch.randn(2, 1, 32, dtype=torch.float64)
     f = model.core.f
     full = f(torch.cat([y, h], 1), AttnContext(self_mask="causal", rope=model.rope(torch.arange(7))))
-    prefix = model.commit_kv(torch.zeros_like(y), y, torch.arange(6))  # x = 0: the commit input is y
+    prefix = model.commit_kv(torch.zeros_like(y), RecursionState(y, torch.zeros_like(y)),
+                             torch.arange(6))  # x = 0 (and commit_input x+y): the commit input is y
     last = f(h, AttnContext(self_mask="diagonal", rope=model.rope(torch.tensor([6])), prefix=prefix))
     torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=1e-5)
 
@@ -68,8 +73,9 @@ def test_cached_decode_equals_full_recompute(arch):
     assert torch.equal(s1, s2)
 
 
-def test_cached_decode_equals_full_recompute_with_halting():
-    model = make()
+@pytest.mark.parametrize("commit_input", COMMIT_INPUTS)
+def test_cached_decode_equals_full_recompute_with_halting(commit_input):
+    model = make(commit_input=commit_input)
     t = tokens(B=3)
     policy = HaltPolicy(max_steps=3, min_steps=1, threshold=0.5)
     cached, s1 = sequential_logits(model, t, policy)
@@ -173,7 +179,7 @@ def test_training_sweep_uses_strict_prefix(train_cache):
         committed = final_sweep_states(model, x, 3) if train_cache == "final_sweep" else None
         state = model.initial_state(1, 8)
         for _ in range(2):
-            state = supervision_sweep(model, state, x, grad="none", committed_y=committed)
+            state = supervision_sweep(model, state, x, grad="none", committed=committed)
         outs.append(state.y)
     torch.testing.assert_close(outs[0][:, :5], outs[1][:, :5], atol=1e-10, rtol=1e-10)
     assert (outs[0][:, 5:] - outs[1][:, 5:]).abs().max() > 1e-3
@@ -195,7 +201,7 @@ def test_halting_disabled_equals_fixed_unroll_and_halting_varies_steps():
             state = model.initial_state(2, 1)
             for _ in range(3):
                 state = model.refine(state, x, pos, prefix, None, grad="none")
-            cache.commit(model.commit_kv(x, state.y, pos, prefix))
+            cache.commit(model.commit_kv(x, state, pos, prefix))
             manual.append(model.logits(state.y)[:, 0])
     torch.testing.assert_close(logits_off, torch.stack(manual, 1), atol=1e-10, rtol=1e-10)
     _, steps_on = sequential_logits(model, t, HaltPolicy(max_steps=3, min_steps=1, threshold=0.5))
@@ -247,9 +253,10 @@ def test_cache_position_and_overflow():
         prefill(model, cache, tokens(B=1, L=1), policy)
 
 
-def test_step_synchronous_decode_equals_the_training_pass():
+@pytest.mark.parametrize("commit_input", COMMIT_INPUTS)
+def test_step_synchronous_decode_equals_the_training_pass(commit_input):
     """The parallel estimate is the exact likelihood of the per-step-cache sequential decoder."""
-    model = make()
+    model = make(commit_input=commit_input)
     t = tokens(L=8)
     with torch.no_grad():
         x = model.embed_tokens(t)

@@ -20,7 +20,7 @@ LM_GRAPHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # prefix_k / prefix_v (NL, B, H, P, Dh); y, z (B, 1, D) in and out
     "refine": (("token", "position", "y", "z", "prefix_k", "prefix_v"), ("y_out", "z_out")),
     # commit_kv: the commit pass of a finished token -> its own (K, V) (NL, B, H, 1, Dh)
-    "commit": (("token", "y", "position", "prefix_k", "prefix_v"), ("k", "v")),
+    "commit": (("token", "y", "z", "position", "prefix_k", "prefix_v"), ("k", "v")),
     "logits": (("y",), ("logits",)),        # output head: (B, 1, V)
     "halt": (("y",), ("halt_logit",)),      # halt head: (B, 1); halt once sigmoid >= threshold
 }

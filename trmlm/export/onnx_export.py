@@ -66,9 +66,9 @@ class LMCommit(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, token: Tensor, y: Tensor, position: Tensor, prefix_k: Tensor,
+    def forward(self, token: Tensor, y: Tensor, z: Tensor, position: Tensor, prefix_k: Tensor,
                 prefix_v: Tensor) -> tuple[Tensor, Tensor]:
-        kvs = self.model.commit_kv(self.model.embed_tokens(token), y, position,
+        kvs = self.model.commit_kv(self.model.embed_tokens(token), RecursionState(y, z), position,
                                    _prefix(prefix_k, prefix_v))
         return torch.stack([k for k, _ in kvs]), torch.stack([v for _, v in kvs])  # (NL, B, H, 1, Dh)
 
@@ -125,7 +125,7 @@ def _lm_inputs(model: TRMLanguageModel, batch: int, prefix_len: int, seed: int) 
     pv = torch.randn(NL, batch, H, prefix_len, Dh, generator=g)
     return {"init": {"token": token},
             "refine": {"token": token, "position": position, "y": y, "z": z, "prefix_k": pk, "prefix_v": pv},
-            "commit": {"token": token, "y": y, "position": position, "prefix_k": pk, "prefix_v": pv},
+            "commit": {"token": token, "y": y, "z": z, "position": position, "prefix_k": pk, "prefix_v": pv},
             "logits": {"y": y}, "halt": {"y": y}}
 
 

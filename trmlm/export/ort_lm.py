@@ -102,7 +102,11 @@ class OnnxLM:
         self.context, self.n_sup = s["context"], s["max_sup_steps"]
 
     def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
-        return self.sessions[graph].run(None, inputs)
+        """Run one graph; inputs it does not declare are left out (the exporter drops an input the
+        graph does not read, e.g. z of the commit pass when the model commits x + y)."""
+        session = self.sessions[graph]
+        names = {i.name for i in session.get_inputs()}
+        return session.run(None, {k: v for k, v in inputs.items() if k in names})
 
     def new_cache(self) -> NumpyCache:
         return NumpyCache(self.n_layers, self.n_heads, self.head_dim, self.context)
@@ -124,7 +128,7 @@ class OnnxLM:
                 q = self.run("halt", y=y)[0][0, 0]       # float32, as the torch head returns it
                 if 1.0 / (1.0 + np.exp(-q)) >= halting.threshold:
                     break
-        k, v = self.run("commit", token=tok, y=y, position=position, prefix_k=pk, prefix_v=pv)
+        k, v = self.run("commit", token=tok, y=y, z=z, position=position, prefix_k=pk, prefix_v=pv)
         cache.commit(k, v)
         return self.run("logits", y=y)[0][0, 0], steps
 

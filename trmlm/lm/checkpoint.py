@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
-from trmlm.checkpoint import load_checkpoint, load_weights_into, read_json, save_checkpoint
+from trmlm.checkpoint import load_checkpoint, load_weights_into, read_json, refuse_wrong_kind, save_checkpoint
 from trmlm.configtools import from_dict, to_dict
 from trmlm.errors import TRMError
 from trmlm.lm.config import LMConfig, lm_config_from_dict
@@ -35,16 +35,22 @@ def default_generation(cfg: LMConfig) -> GenerationConfig:
 
 
 def save_lm(path: str | Path, weights: dict[str, Tensor], cfg: LMConfig, tokenizer: Tokenizer,
-            meta: dict[str, Any]) -> Path:
+            meta: dict[str, Any], generation: GenerationConfig | None = None) -> Path:
+    """generation: the decoding defaults to store (default: the config's halting settings)."""
+    gen = generation or default_generation(cfg)
     extra = {tokenizer.file_name: tokenizer.to_bytes(),
-             GENERATION_CONFIG: (json.dumps(to_dict(default_generation(cfg)), indent=2) + "\n").encode()}
+             GENERATION_CONFIG: (json.dumps(to_dict(gen), indent=2) + "\n").encode()}
     return save_checkpoint(path, weights, to_dict(cfg), meta, extra=extra)
 
 
 def load_lm(path: str | Path) -> LoadedLM:
     """Every problem (missing files, corrupt JSON/weights/tokenizer, mismatch) is a TRMError."""
     ckpt = load_checkpoint(path)
-    cfg = lm_config_from_dict(ckpt.config, where="checkpoint config")
+    refuse_wrong_kind(ckpt, "lm")
+    try:
+        cfg = lm_config_from_dict(ckpt.config)
+    except TRMError as exc:
+        raise TRMError(f"checkpoint {ckpt.path} has an invalid config: {exc}") from None
     model = build_model(cfg)
     load_weights_into(model, ckpt.weights, ckpt.path)
     tokenizer = load_tokenizer(ckpt.path)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trmlm.core import RecursionState
 from trmlm.layers import KV
 from trmlm.lm.cache import KVCache
 from trmlm.lm.halting import HaltPolicy
@@ -21,10 +22,11 @@ class DecodeOut:
 
 
 def refine_token(model: TRMLanguageModel, x: Tensor, position: Tensor, prefix: list[KV] | None,
-                 policy: HaltPolicy) -> tuple[Tensor, Tensor]:
+                 policy: HaltPolicy) -> tuple[RecursionState, Tensor]:
     """Refine one token per sequence, x (B, 1, D), against committed `prefix`; per-sequence
-    halting (a halted sequence keeps its state while the others go on). Returns y (B, 1, D) and
-    the steps used (B,)."""
+    halting (a halted sequence keeps its state while the others go on). Returns the state to
+    predict from and commit (y as the exit rule's `finish` chose it, z as reached) and the steps
+    used (B,)."""
     B = x.shape[0]
     state = model.initial_state(B, 1)
     active = torch.ones(B, dtype=torch.bool, device=x.device)
@@ -40,7 +42,7 @@ def refine_token(model: TRMLanguageModel, x: Tensor, position: Tensor, prefix: l
         if not bool(active.any()):
             break
     y, steps = policy.finish(state.y, steps[:, None])
-    return y, steps[:, 0]
+    return RecursionState(y, state.z), steps[:, 0]
 
 
 @torch.no_grad()
@@ -52,9 +54,9 @@ def decode_step(model: LanguageModel, cache: KVCache, token: Tensor, policy: Hal
     prefix = cache.prefix()
     if isinstance(model, TRMLanguageModel):
         x = model.embed_tokens(token[:, None])  # (B, 1, D)
-        y, steps = refine_token(model, x, position, prefix, policy)
-        cache.commit(model.commit_kv(x, y, position, prefix))
-        return DecodeOut(model.logits(y)[:, 0], steps)
+        state, steps = refine_token(model, x, position, prefix, policy)
+        cache.commit(model.commit_kv(x, state, position, prefix))
+        return DecodeOut(model.logits(state.y)[:, 0], steps)
     logits, kvs = model(token[:, None], position, prefix)
     cache.commit(kvs)
     return DecodeOut(logits[:, 0], torch.zeros_like(token))
@@ -80,9 +82,9 @@ def prefill(model: LanguageModel, cache: KVCache, tokens: Tensor, policy: HaltPo
     if mode == "parallel":
         if cache.pos != 0:
             raise ValueError("parallel prefill needs an empty cache")
-        y, steps = jacobi_states(model, tokens, sweeps or P, policy)
-        cache.commit(model.commit_kv(model.embed_tokens(tokens), y, cache.positions(P)))
-        return DecodeOut(model.logits(y[:, -1]), steps[:, -1]), steps
+        state, steps = jacobi_states(model, tokens, sweeps or P, policy)
+        cache.commit(model.commit_kv(model.embed_tokens(tokens), state, cache.positions(P)))
+        return DecodeOut(model.logits(state.y[:, -1]), steps[:, -1]), steps
     if mode != "sequential":
         raise ValueError(f"unknown prefill mode {mode!r}")
     all_steps = []
@@ -122,14 +124,15 @@ def reference_logits(model: LanguageModel, tokens: Tensor, policy: HaltPolicy
         logits = [model(tokens[:, :i + 1])[0][:, -1] for i in range(L)]
         return torch.stack(logits, 1), torch.zeros_like(tokens)
     x = model.embed_tokens(tokens)  # (B, L, D)
-    ys, logits, steps = [], [], []
+    states, logits, steps = [], [], []
     for i in range(L):
         prefix = None
         if i > 0:
-            prefix = model.commit_kv(x[:, :i], torch.cat(ys, dim=1), torch.arange(i, device=tokens.device))
-        y, s = refine_token(model, x[:, i:i + 1], torch.tensor([i], device=tokens.device), prefix,
-                            policy)
-        ys.append(y)
-        logits.append(model.logits(y)[:, 0])
+            done = RecursionState(torch.cat([st.y for st in states], 1), torch.cat([st.z for st in states], 1))
+            prefix = model.commit_kv(x[:, :i], done, torch.arange(i, device=tokens.device))
+        state, s = refine_token(model, x[:, i:i + 1], torch.tensor([i], device=tokens.device), prefix,
+                                policy)
+        states.append(state)
+        logits.append(model.logits(state.y)[:, 0])
         steps.append(s)
     return torch.stack(logits, 1), torch.stack(steps, 1)

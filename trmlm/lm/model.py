@@ -87,20 +87,24 @@ class TRMLanguageModel(_LMBase):
         shape = (batch, length, self.cfg.model.d_model)
         return RecursionState(self.init_y.expand(shape).clone(), self.init_z.expand(shape).clone())
 
-    def commit_input(self, x: Tensor, y: Tensor) -> Tensor:
+    def commit_input(self, x: Tensor, state: RecursionState) -> Tensor:
         """What a finished token hands to its successors: f runs once over this (B, L, D).
         "x+y" (default): the token's embedding plus its answer state, so the committed K/V carry
         the token itself even where its state holds nothing else (e.g. a random operand digit);
+        "x+y+z": also its latent reasoning state (intermediate results such as carries);
         "y": the answer state alone (the design note's literal §2.1 reading; an ablation)."""
-        return x + y if self.cfg.commit_input == "x+y" else y
+        kind = self.cfg.commit_input
+        if kind == "y":
+            return state.y
+        return x + state.y + state.z if kind == "x+y+z" else x + state.y
 
-    def commit_kv(self, x: Tensor, y: Tensor, positions: Tensor, prefix: list[KV] | None = None
-                  ) -> list[KV]:
-        """The commit pass: one ordinary causal call of f over commit_input(x, y) (B, L, D),
+    def commit_kv(self, x: Tensor, state: RecursionState, positions: Tensor,
+                  prefix: list[KV] | None = None) -> list[KV]:
+        """The commit pass: one ordinary causal call of f over commit_input(x, state) (B, L, D),
         reading `prefix` (committed entries of all earlier tokens); returns each layer's own
         (K, V) (B, H, L, Dh)."""
         ctx = AttnContext(self_mask="causal", rope=self.rope(positions), prefix=prefix)
-        _, kvs = self.core.f(self.commit_input(x, y), ctx, return_kv=True)
+        _, kvs = self.core.f(self.commit_input(x, state), ctx, return_kv=True)
         return kvs
 
     def refine(self, state: RecursionState, x: Tensor, positions: Tensor, prefix: list[KV],

@@ -13,38 +13,37 @@ from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, strictly_lower
 
 
-def commit_pass(model: TRMLanguageModel, x: Tensor, y: Tensor, grad: bool) -> list[KV]:
+def commit_pass(model: TRMLanguageModel, x: Tensor, state: RecursionState, grad: bool) -> list[KV]:
     """Committed cache of a whole sequence: one causal call of f over the commit input of
-    embeddings x and states y (B, L, D)."""
-    positions = torch.arange(y.shape[1], device=y.device)
+    embeddings x and states (B, L, D)."""
+    positions = torch.arange(x.shape[1], device=x.device)
     with contextlib.nullcontext() if grad else torch.no_grad():
-        return model.commit_kv(x, y, positions)
+        return model.commit_kv(x, state, positions)
 
 
 def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
                       commit_grad: bool = True, grad: GradMode = "last_cycle",
-                      committed_y: Tensor | None = None, cross_grad: bool = False) -> RecursionState:
+                      committed: RecursionState | None = None, cross_grad: bool = False) -> RecursionState:
     """Training supervision step s: commit pass over the detached y^(s-1) -> cache C^(s-1), then
     one supervision step of every position reading C^(s-1) strictly to its left plus its own live
-    K/V. Within the step the prefix is fixed, exactly as during generation. `committed_y`
-    replaces y^(s-1) as the states to commit (the "final_sweep" training cache).
+    K/V. Within the step the prefix is fixed, exactly as during generation. `committed`
+    replaces the states of step s-1 as the states to commit (the "final_sweep" training cache).
 
     cross_grad: the committed states keep their value, but their gradient flows into state.y
     (y^(s-1) with the graph of the step that made it): straight-through, so a later token's
     loss trains what the earlier tokens hand it."""
     L = x.shape[1]
-    source = state.y if committed_y is None else committed_y
-    commit_in = source.detach()
+    source = (state if committed is None else committed).detach()
     if cross_grad and state.y.requires_grad:
-        commit_in = commit_in + (state.y - state.y.detach())
-    kvs = commit_pass(model, x, commit_in, grad=commit_grad and grad != "none")
+        source = RecursionState(source.y + (state.y - state.y.detach()), source.z + (state.z - state.z.detach()))
+    kvs = commit_pass(model, x, source, grad=commit_grad and grad != "none")
     positions = torch.arange(L, device=x.device)
     return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
 
 
 @torch.no_grad()
 def final_sweep_states(model: TRMLanguageModel, x: Tensor, steps: int,
-                       policy: HaltPolicy | None = None) -> Tensor:
+                       policy: HaltPolicy | None = None) -> RecursionState:
     """y after `steps` previous-step supervision sweeps (no grad): the approximately final states
     whose commit is the whole-refinement cache of the "final_sweep" training scheme. With a
     (threshold) `policy`, a position stops once its halting head fires, as in decoding, and
@@ -59,7 +58,7 @@ def final_sweep_states(model: TRMLanguageModel, x: Tensor, steps: int,
             active = active & (torch.sigmoid(model.halt_logit(state.y)) < policy.threshold)
             if not bool(active.any()):
                 break
-    return state.y
+    return state
 
 
 @torch.no_grad()
@@ -75,18 +74,19 @@ def training_style_losses(model: TRMLanguageModel, tokens: Tensor, targets: Tens
     state = model.initial_state(*tokens.shape)
     out = []
     for _ in range(steps):
-        state = supervision_sweep(model, state, x, grad="none", committed_y=committed)
+        state = supervision_sweep(model, state, x, grad="none", committed=committed)
         out.append(loss_fn(model.logits(state.y), targets))
     return out
 
 
 @torch.no_grad()
 def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: HaltPolicy
-                  ) -> tuple[Tensor, Tensor]:
+                  ) -> tuple[RecursionState, Tensor]:
     """Jacobi evaluator: one sweep = the whole per-token refinement (up to max_steps supervision
     steps, per-position halting) of all positions in parallel, every call reading the cache
     committed from the previous sweep's final states. After m sweeps positions < m equal the
-    sequential decode, so sweeps = L reproduces it. Returns y (B, L, D) and steps (B, L).
+    sequential decode, so sweeps = L reproduces it. Returns the final states (B, L, D) and
+    steps (B, L).
 
     Halting goes through the exit-rule protocol (halting.HaltPolicy), as in decode.refine_token:
     `begin` once for all sweeps (a random exit keeps each token's drawn depth), `halt` after
@@ -95,7 +95,7 @@ def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
     x = model.embed_tokens(tokens)  # (B, L, D)
     positions = torch.arange(L, device=tokens.device)
     mask = strictly_lower(L, tokens.device)
-    final = model.initial_state(B, L).y
+    final = model.initial_state(B, L)
     steps = torch.zeros(B, L, dtype=torch.long, device=tokens.device)
     policy.begin(B, tokens.device, L)
     for _ in range(sweeps):
@@ -113,12 +113,13 @@ def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
                 active = active & ~halt
             if not bool(active.any()):
                 break
-        final, steps = policy.finish(state.y, steps)
+        y, steps = policy.finish(state.y, steps)
+        final = RecursionState(y, state.z)
     return final, steps
 
 
 @torch.no_grad()
 def jacobi_logits(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: HaltPolicy
                   ) -> tuple[Tensor, Tensor]:
-    y, steps = jacobi_states(model, tokens, sweeps, policy)
-    return model.logits(y), steps
+    state, steps = jacobi_states(model, tokens, sweeps, policy)
+    return model.logits(state.y), steps

@@ -41,7 +41,7 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
     x = model.embed_tokens(token[:, None])  # (B, 1, D)
     B = x.shape[0]
     state = model.initial_state(B, 1)
-    ys = [state.y]
+    states = [state]
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
     policy.begin(B, x.device, 1)
@@ -49,15 +49,14 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
         new = model.refine(state, x, position, caches.levels[s - 1].prefix(), None, grad="none")
         state = state.where(active, new)
         steps += active.long()
-        ys.append(state.y)
+        states.append(state)
         halt = policy.halt(s, state.y, model)  # (B, 1): the halting rule decode.refine_token applies
         if halt is not None:
             active = active & ~halt[:, 0]
         if not bool(active.any()):
             break
     for s, level in enumerate(caches.levels):
-        y = ys[min(s, len(ys) - 1)]
-        level.commit(model.commit_kv(x, y, position, level.prefix()))
+        level.commit(model.commit_kv(x, states[min(s, len(states) - 1)], position, level.prefix()))
     return DecodeOut(model.logits(state.y)[:, 0], steps)
 
 

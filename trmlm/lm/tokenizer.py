@@ -1,4 +1,8 @@
-"""Tokenizers: characters (the bits-per-character default), HF byte-level BPE, sentencepiece; save/load."""
+"""Tokenizers: characters (the bits-per-character default), HF byte-level BPE, sentencepiece; save/load.
+
+The char and BPE tokenizers are saved as Hugging Face `tokenizers` files (tokenizer.json), so
+`tokenizers.Tokenizer.from_file` reads every tokenizer.json this project writes.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +58,31 @@ class CharTokenizer:
         return "".join(self.chars[i] for i in ids)
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"trmlm_tokenizer": "char", "chars": self.chars}).encode()
+        """A Hugging Face `tokenizers` file: a BPE model whose vocabulary is the alphabet and which
+        has no merges (so every character is one token) and a Fuse decoder (ids -> the characters,
+        joined without spaces). Encoding stays here: it refuses characters outside the alphabet,
+        where the HF model would drop them silently."""
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models
+
+        tok = HFTokenizer(models.BPE(vocab=dict(self.index), merges=[], unk_token=None, fuse_unk=False))
+        tok.decoder = decoders.Fuse()
+        return tok.to_str().encode()
+
+    @staticmethod
+    def chars_of_hf_json(obj: dict) -> list[str] | None:
+        """The alphabet of a tokenizer.json written by to_bytes (BPE, no merges, one character per
+        token, Fuse decoder); None for any other tokenizer file."""
+        model, decoder = obj.get("model"), obj.get("decoder")
+        if not (isinstance(model, dict) and model.get("type") == "BPE" and model.get("merges") == []
+                and isinstance(decoder, dict) and decoder.get("type") == "Fuse"):
+            return None
+        vocab = model.get("vocab")
+        if not isinstance(vocab, dict) or not all(isinstance(c, str) and len(c) == 1 for c in vocab):
+            return None
+        ids = sorted(vocab.values())
+        if ids != list(range(len(ids))):
+            return None
+        return sorted(vocab, key=vocab.__getitem__)
 
 
 class BPETokenizer:
@@ -185,9 +213,14 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise TRMError(f"corrupt tokenizer file {path}: not valid JSON") from None
     if isinstance(obj, dict) and obj.get("trmlm_tokenizer") == "char":
+        # The earlier char format ({"trmlm_tokenizer": "char", "chars": [...]}): still read, so
+        # checkpoints written before the HF format keep loading; written back in the HF format.
         chars = obj.get("chars")
         if not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
             raise TRMError(f"corrupt tokenizer file {path}: bad character list")
+        return CharTokenizer(chars)
+    chars = CharTokenizer.chars_of_hf_json(obj) if isinstance(obj, dict) else None
+    if chars is not None:
         return CharTokenizer(chars)
     from tokenizers import Tokenizer as HFTokenizer
 

@@ -217,7 +217,7 @@ class Trainer:
             with self.runtime.autocast():
                 x = model.embed_tokens(inp)
                 new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
-                                        committed_y=committed, cross_grad=cfg.cross_grad)
+                                        committed=committed, cross_grad=cfg.cross_grad)
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L)
                 q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history, last=s == S - 1)
