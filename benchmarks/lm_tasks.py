@@ -101,7 +101,7 @@ def main() -> None:
     args = p.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tag = args.task
-    base = [f"train.max_minutes={args.minutes}", *args.common_set]
+    base = [f"train.max_minutes={args.minutes}", "train.train_steps=100000000", *args.common_set]
     rows: list[dict[str, Any]] = []
     trm = train(args, f"{tag}-trm", "trm", args.task, base + args.trm_set)
     tokens = trm["meta"]["train_tokens"]
