@@ -83,9 +83,13 @@ def median_step_seconds(step: Callable[[], int], warmup: int, steps: int) -> tup
 
 
 # -- puzzles --------------------------------------------------------------------------------------
-def bench_puzzle(name: str, batch: int, steps: int, warmup: int, configs_dir: Path) -> dict[str, Any]:
-    """One optimizer step as trmlm.puzzle.train takes it (act_step, the Stepper's backward + AdamW,
-    EMA) on a carry of `batch` random puzzles; throughput = examples x supervision steps / s."""
+PEER_PRESET = "sudoku-cpu"  # the preset timed side by side with the peer, when it is installed
+
+
+def puzzle_step(name: str, batch: int, configs_dir: Path) -> tuple[Callable[[], int], dict[str, Any]]:
+    """(step, row fields): `step()` is one optimizer step as trmlm.puzzle.train takes it
+    (act_step, the Stepper's backward + AdamW, EMA) on a carry of `batch` random puzzles; the network
+    f is compiled when the preset sets train.compile (the first call then pays the compile)."""
     task = load_yaml(preset_path(name, configs_dir)).get("task", "")
     run = resolve_config(task, configs_dir, name)
     m, t = run.model, run.train
@@ -107,16 +111,87 @@ def bench_puzzle(name: str, batch: int, steps: int, warmup: int, configs_dir: Pa
             ema.update(model)
         return 1
 
-    counted = counted_flops(step)  # this call is also the first warmup call
-    sec, cpu_sec = median_step_seconds(step, warmup - 1, steps)
+    counted = counted_flops(step)  # eager, before any compile: FlopCounterMode sees every matmul
+    compile_s = None
+    if t.compile:
+        model.core.f.compile()
+        c0 = time.perf_counter()
+        step()  # the cold compile (grad and no-grad graphs)
+        step()
+        compile_s = time.perf_counter() - c0
     arch = getattr(m, "arch", "trm")
     flops = train_step_flops(m, batch)["total"] if arch == "trm" else counted  # analytic: TRM only
-    return {"kind": "puzzle", "preset": name, "task": run.task, "arch": arch, "mixer": m.mixer,
-            "d_model": m.d_model, "n": m.n_latent, "T": m.n_cycles, "N_sup": m.max_sup_steps,
-            "params": model.num_parameters(), "batch": batch, "paper_batch": t.batch_size,
-            "step_seconds": sec, "step_cpu_seconds": cpu_sec,
-            "throughput": batch / sec, "throughput_unit": "examples x sup-steps/s",
-            "gflop_per_step": flops / 1e9, "gflop_per_step_counted": counted / 1e9}
+    row = {"kind": "puzzle", "preset": name, "task": run.task, "arch": arch, "mixer": m.mixer,
+           "d_model": m.d_model, "n": m.n_latent, "T": m.n_cycles, "N_sup": m.max_sup_steps,
+           "params": model.num_parameters(), "batch": batch, "paper_batch": t.batch_size,
+           "compiled": t.compile, "compile_seconds": compile_s,
+           "throughput_unit": "examples x sup-steps/s",
+           "gflop_per_step": flops / 1e9, "gflop_per_step_counted": counted / 1e9}
+    return step, row
+
+
+def blocked(step: Callable[[], int], min_seconds: float = 0.3) -> Callable[[], int]:
+    """`step` repeated so one timed call lasts about `min_seconds` (a 0.05 s step timed alone is
+    mostly timer and scheduler noise); returns the steps it took."""
+    t = time.perf_counter()
+    step()
+    k = max(1, round(min_seconds / max(time.perf_counter() - t, 1e-6)))
+
+    def block() -> int:
+        return sum(step() for _ in range(k))
+
+    return block
+
+
+def interleaved_seconds(steps: list[Callable[[], int]], warmup: int, rounds: int
+                        ) -> list[tuple[float, float]]:
+    """Median (wall, process-CPU) seconds per optimizer step of each callable, timed in alternation
+    (A B A B ...) so a change of load hits all of them alike."""
+    for s in steps:
+        for _ in range(max(warmup, 0)):
+            s()
+    wall: list[list[float]] = [[] for _ in steps]
+    cpu: list[list[float]] = [[] for _ in steps]
+    for _ in range(rounds):
+        for i, s in enumerate(steps):
+            t, c = time.perf_counter(), time.process_time()
+            n = s()
+            wall[i].append((time.perf_counter() - t) / n)
+            cpu[i].append((time.process_time() - c) / n)
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(wall, cpu)]
+
+
+def bench_puzzle(name: str, batch: int, steps: int, warmup: int, configs_dir: Path,
+                 peer: bool = False) -> list[dict[str, Any]]:
+    """The preset's row (throughput = examples x supervision steps / s); with `peer`, also the
+    lucidrains peer at the preset's shape (D, n, T, layers, L, batch), timed interleaved."""
+    step, row = puzzle_step(name, batch, configs_dir)
+    jobs = [blocked(step)]
+    peer_row = None
+    if peer:
+        from trmlm.puzzles.peer import PEER_PACKAGE, peer_step, peer_version
+
+        task = load_yaml(preset_path(name, configs_dir)).get("task", "")
+        m = resolve_config(task, configs_dir, name).model
+        pstep, pparams = peer_step(m, batch)
+        pcounted = counted_flops(pstep)
+        jobs.append(blocked(pstep))
+        peer_row = {"kind": "peer", "preset": f"{PEER_PACKAGE} {peer_version()}", "task": row["task"],
+                    "arch": "lucidrains TinyRecursiveModel + MLPMixer1D", "mixer": "mlp",
+                    "d_model": m.d_model, "n": m.n_latent, "T": m.n_cycles, "N_sup": None,
+                    "params": pparams, "batch": batch, "paper_batch": None, "compiled": False,
+                    "compile_seconds": None, "throughput_unit": "examples x sup-steps/s",
+                    "gflop_per_step": pcounted / 1e9, "gflop_per_step_counted": pcounted / 1e9,
+                    "shape_of": name}
+    timed = interleaved_seconds(jobs, warmup - 1, max(steps, 5 if peer else steps))
+    rows = []
+    for r, (sec, cpu_sec) in zip([row, peer_row] if peer else [row], timed):
+        r.update(step_seconds=sec, step_cpu_seconds=cpu_sec, throughput=batch / sec)
+        rows.append(r)
+    if peer:
+        row["peer_ratio"] = row["throughput"] / peer_row["throughput"]
+        row["peer_flop_ratio"] = row["gflop_per_step"] / peer_row["gflop_per_step"]
+    return rows
 
 
 # -- language model -------------------------------------------------------------------------------
@@ -165,18 +240,25 @@ def bench_lm(name: str, batch: int | None, steps: int, warmup: int, threads: int
 def run_train_step_bench(out: Path | None, threads: int, batch: int = 16, lm_batch: int | None = None,
                          steps: int = 3, warmup: int = 1, presets: list[str] | None = None,
                          lm_presets: list[str] | None = None, console: Console | None = None,
-                         progress: bool = True, configs_dir: Path | None = None) -> dict[str, Any]:
+                         progress: bool = True, configs_dir: Path | None = None,
+                         peer: bool | None = None) -> dict[str, Any]:
     """Median seconds of one training optimizer step (after max(warmup, 1) untimed calls, the
     first of them counting FLOPs) of each puzzle preset (carry of `batch`) and LM preset (`lm_batch`
     windows; None = LM_BATCH or the preset's LM_CPU_DEFAULTS), CPU fp32 at `threads` threads;
     FLOPs per step, GFLOP/s and the fraction of the matmul peak measured at the same thread count.
-    Prints a table, writes out/train_step.json when `out` is given, returns the report."""
+    `peer` (None = when installed): time the lucidrains `tiny-recursive-model` at the sudoku-cpu
+    shape interleaved with it and add `peer_ratio` (this project's throughput / the peer's) to
+    that row. Prints a table, writes out/train_step.json when `out` is given, returns the report."""
     if steps < 1 or warmup < 0 or batch < 1 or (lm_batch is not None and lm_batch < 1) or threads < 1:
         raise TRMError("steps, batch, lm_batch and threads must be >= 1 and warmup >= 0")
     presets = PUZZLE_PRESETS if presets is None else presets
     lm_presets = LM_PRESETS if lm_presets is None else lm_presets
     configs_dir = configs_dir or CONFIGS_DIR
     console = console or Console()
+    if peer is None:
+        from trmlm.puzzles.peer import peer_version
+
+        peer = peer_version() is not None
     for name in presets:  # unknown names fail here, before minutes of measuring
         preset_path(name, configs_dir)
     for name in lm_presets:
@@ -194,8 +276,11 @@ def run_train_step_bench(out: Path | None, threads: int, batch: int = 16, lm_bat
             rows = []
             for kind, name in jobs:
                 bar.update(task, description=name)
-                rows.append(bench_puzzle(name, batch, steps, warmup, configs_dir) if kind == "puzzle"
-                            else bench_lm(name, lm_batch, steps, warmup, threads, configs_dir))
+                if kind == "puzzle":
+                    rows.extend(bench_puzzle(name, batch, steps, warmup, configs_dir,
+                                             peer=peer and name == PEER_PRESET))
+                else:
+                    rows.append(bench_lm(name, lm_batch, steps, warmup, threads, configs_dir))
                 bar.advance(task)
             bar.update(task, description="matmul peak")
             # Best of a window before and one after: a core shared with another process for a
@@ -224,12 +309,15 @@ def train_step_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"Training step, CPU fp32, {report['threads']} threads "
                         f"(matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s)",
                   caption="throughput: puzzles examples x supervision steps/s (ex*st/s); LM tokens/s "
-                          "at N_sup steps per batch")
-    for col in ("config", "params", "batch", "s/step", "throughput", "GFLOP/step", "GFLOP/s", "of peak"):
+                          "at N_sup steps per batch; peer: lucidrains tiny-recursive-model at the shape "
+                          "of the row above it, timed interleaved with it")
+    for col in ("config", "params", "batch", "s/step", "throughput", "GFLOP/step", "GFLOP/s", "of peak",
+                "vs peer"):
         table.add_column(col, justify="left" if col == "config" else "right")
     for r in report["rows"]:
         unit = "tok/s" if r["throughput_unit"] == "tokens/s" else "ex*st/s"
         table.add_row(r["preset"], f"{r['params'] / 1e6:.2f}M", str(r["batch"]), f"{r['step_seconds']:.3f}",
                       f"{r['throughput']:.1f} {unit}", f"{r['gflop_per_step']:.2f}",
-                      f"{r['achieved_gflops']:.1f}", f"{100 * r['mfu']:.1f}%")
+                      f"{r['achieved_gflops']:.1f}", f"{100 * r['mfu']:.1f}%",
+                      f"{r['peer_ratio']:.2f}x" if "peer_ratio" in r else "")
     return table
