@@ -14,8 +14,8 @@ import torch
 import typer
 from rich.table import Table
 
-from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err,
-                        guard_out_dir, make_run_logger, out, parallel_setup, user_errors)
+from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, ResumeOpt, check_output_file,
+                        configs_dir, err, make_run_logger, out, parallel_setup, prepare_run_dir, user_errors)
 from trmlm.puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
 from trmlm.configtools import to_dict
 from trmlm.errors import TRMError
@@ -24,7 +24,7 @@ from trmlm.puzzle.eval import evaluate, trace_supervision
 from trmlm.cli.view_cmds import EVAL_PAGE_PUZZLES, HTML_HELP, puzzle_page
 from trmlm.puzzle.train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
-from trmlm.train_state import check_resumable
+from trmlm.puzzle.registry import build_puzzle_model
 
 
 def train_puzzle_cmd(
@@ -48,9 +48,10 @@ def train_puzzle_cmd(
     name = Path(preset).stem if preset else DEFAULT_PRESETS[task]
     out_path = out_dir or Path("runs") / name
     require_logger(logger_kind)
-    ds_config = parallel_setup(nproc, deepspeed, run.train)
     run_config = run_config_dict(task, run.model, run.train, run.data)
-    prepare_out_dir(out_path, resume, overwrite, run_config)
+    ds_config = parallel_setup(nproc, deepspeed, run.train, prepare=lambda: prepare_run_dir(
+        out_path, resume, overwrite, run_config, deepspeed is not None,
+        lambda: build_puzzle_model(run.model), run.train))
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
     data = mod.build_data(run.data, progress=not quiet)  # bad data fails here, before any output
@@ -88,13 +89,6 @@ def _describe(description: str, m, t) -> None:
               + (f", budget {t.max_minutes:g} min" if t.max_minutes else ""))
 
 
-def prepare_out_dir(out_path: Path, resume: bool, overwrite: bool, run_config: dict) -> None:
-    """guard_out_dir, plus an up-front check that the saved state matches this config."""
-    guard_out_dir(out_path, resume, overwrite)
-    if resume:
-        check_resumable(out_path, run_config)
-
-
 def _show_held_out(mod, model, held_out: dict, device: str, look: int = 64) -> None:
     """Solve the first held-out puzzles; show the first one, and the first solved if it is not."""
     rt = resolve_runtime(device)
@@ -120,12 +114,23 @@ def _solved(mod, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> n
 
 
 def _read_puzzle_arg(puzzle: str) -> str:
+    """The puzzle text: the argument itself, the file it names, or stdin for '-' (UTF-8)."""
     if puzzle == "-":
-        return sys.stdin.read()
-    path = Path(puzzle)
-    if len(puzzle) < 256 and path.is_file():
-        return path.read_text()
-    return puzzle
+        raw, where = sys.stdin.buffer.read(), "stdin"
+    elif len(puzzle) < 256 and Path(puzzle).is_file():
+        try:
+            raw, where = Path(puzzle).read_bytes(), puzzle
+        except OSError as exc:
+            raise TRMError(f"cannot read {puzzle}: {exc.strerror or type(exc).__name__}") from None
+    else:
+        return puzzle
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TRMError(f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
+MAX_SOLVE_STEPS = 1024  # --steps bound: every step is a forward pass and a kept trace row
 
 
 def solve_cmd(
@@ -134,17 +139,20 @@ def solve_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory from train-puzzle."),
     show_steps: bool = typer.Option(False, "--show-steps", help="Render the grid after every supervision step."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    steps: Optional[int] = typer.Option(None, help="Supervision steps (default N_sup)."),
+    steps: Optional[int] = typer.Option(None, help=f"Supervision steps, 1 to {MAX_SOLVE_STEPS} (default N_sup; beyond N_sup the steps were never trained)."),
     html: Optional[Path] = typer.Option(None, "--html", help=HTML_HELP),
 ) -> None:
     """Solve one puzzle with a trained model; --show-steps shows the recursion correcting itself."""
     mod = get_task(task)
+    if steps is not None and not 1 <= steps <= MAX_SOLVE_STEPS:
+        raise TRMError(f"--steps must lie in 1..{MAX_SOLVE_STEPS}, got {steps}")
     tokens = mod.parse_input(_read_puzzle_arg(puzzle))
     model, run, _ = load_model(checkpoint, task)
     if len(tokens) != model.cfg.seq_len:
         raise TRMError(f"the puzzle has {len(tokens)} cells but the model was trained on {model.cfg.seq_len}")
-    if steps is not None and steps < 1:
-        raise TRMError("--steps must be >= 1")
+    if steps is not None and steps > model.cfg.max_sup_steps:
+        err.print(f"warning: --steps {steps} exceeds the trained N_sup = {model.cfg.max_sup_steps}: steps "
+                  f"{model.cfg.max_sup_steps + 1}..{steps} were never trained", soft_wrap=True)
     rt = resolve_runtime("auto")  # wherever it was trained, solve on what this machine has
     model.to(rt.device)
     t0 = time.perf_counter()
@@ -204,6 +212,11 @@ def eval_puzzle_cmd(
     """Evaluate a checkpoint on its held-out puzzles (Sudoku: exact match; Maze: valid and
     shortest path; ARC: voting over augmentations, pass@1/2/K)."""
     mod = get_task(task)
+    if limit is not None and limit < 1:
+        raise TRMError(f"--limit must be >= 1, got {limit}")
+    png = check_output_file(png, "--png", ".png") if png is not None else None  # the real name
+    if submission is not None:
+        check_output_file(submission, "--submission")
     model, run, _ = load_model(checkpoint, task)
     if source is not None and not hasattr(run.data, "source"):
         raise TRMError(f"--source does not apply to {task}; use a config with data.eval_sets")

@@ -10,7 +10,7 @@ from typing import Any
 from trmlm.puzzles.arc import task as arc_task
 from trmlm.puzzles.maze import task as maze_task
 from trmlm.puzzles.sudoku import task as sudoku_task
-from trmlm.checkpoint import load_checkpoint, load_weights_into
+from trmlm.checkpoint import load_checkpoint, load_weights_into, refuse_wrong_kind
 from trmlm.config import TRMConfig, TrainConfig
 from trmlm.configtools import apply_overrides, from_dict, load_yaml, merge
 from trmlm.puzzle.data import PuzzleData
@@ -38,7 +38,7 @@ class PuzzleRunConfig:
 
 
 def get_task(name: str) -> types.ModuleType:
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         raise TRMError(f"unknown puzzle task '{name}' (available: {', '.join(sorted(TASKS))})")
     return TASKS[name]
 
@@ -54,6 +54,16 @@ def preset_path(name: str, configs_dir: Path) -> Path:
     return candidate
 
 
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    """A config section as a (copied) dict; left out or empty = {}; anything else is an error."""
+    value = raw.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TRMError(f"{name}: expected a mapping, got {value!r}")
+    return dict(value)
+
+
 def build_run_config(raw: dict[str, Any], task: str | None = None) -> PuzzleRunConfig:
     """Strictly validate a nested dict {task, model, train, data} into typed configs."""
     raw = dict(raw)
@@ -64,8 +74,8 @@ def build_run_config(raw: dict[str, Any], task: str | None = None) -> PuzzleRunC
     unknown = sorted(set(raw) - {"model", "train", "data"})
     if unknown:
         raise TRMError(f"unknown config key '{unknown[0]}' (known: task, model, train, data)")
-    model_raw = dict(raw.get("model") or {})
-    data = from_dict(DATA_CONFIGS[name], dict(raw.get("data") or {}), "data")
+    model_raw = _section(raw, "model")
+    data = from_dict(DATA_CONFIGS[name], _section(raw, "data"), "data")
     seq = mod.seq_len(data) if hasattr(mod, "seq_len") else mod.SEQ
     for key, value in (("vocab_size", mod.VOCAB), ("seq_len", seq)):
         if model_raw.setdefault(key, value) != value:
@@ -73,7 +83,7 @@ def build_run_config(raw: dict[str, Any], task: str | None = None) -> PuzzleRunC
     return PuzzleRunConfig(
         task=name,
         model=from_dict(TRMConfig, model_raw, "model"),
-        train=from_dict(TrainConfig, dict(raw.get("train") or {}), "train"),
+        train=from_dict(TrainConfig, _section(raw, "train"), "train"),
         data=data,
     )
 
@@ -105,6 +115,7 @@ def resolve_config(task: str, configs_dir: Path, preset: str | None = None,
 def load_model(checkpoint: str | Path, task: str | None = None) -> tuple[TRMPuzzleModel, PuzzleRunConfig, dict]:
     """A trained puzzle model from a checkpoint directory (one-line errors on any problem)."""
     ckpt = load_checkpoint(checkpoint)
+    refuse_wrong_kind(ckpt, "puzzle")
     try:
         run = build_run_config(ckpt.config)
     except TRMError as exc:

@@ -115,3 +115,5 @@ class TrainConfig:
             raise ValueError("ema_decay must lie in [0, 1)")
         if self.train_steps < 1:
             raise ValueError("train_steps must be >= 1")
+        if self.threads < 0:
+            raise ValueError("threads must be >= 0 (0 = torch's default)")

@@ -83,19 +83,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise TRMError."""
+    """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise TRMError.
+    `where` prefixes the key names in messages ("model" -> 'model.d_model'); "" = none."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    if not isinstance(data, dict):
+        raise TRMError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    key = (lambda k: f"{where}.{k}") if where else str  # where "" = the top level: no prefix
+    unknown = sorted(set(map(str, data)) - set(fields))
     if unknown:
         raise TRMError(
-            f"unknown config key '{where}.{unknown[0]}' (known: {', '.join(sorted(fields))})"
+            f"unknown config key '{key(unknown[0])}' (known: {', '.join(sorted(fields))})"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    kwargs = {k: _coerce(v, hints[k], key(k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ validation
-        raise TRMError(f"{where}: {exc}") from None
+        raise TRMError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

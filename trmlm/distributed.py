@@ -2,6 +2,11 @@
 
 Every training loop talks to a `Stepper` (backward + optimizer step + LR schedule + state) and a
 `DistContext` (rank, world size, collectives); which one runs is chosen at run time.
+
+DeepSpeed's checkpoints go through `SafeCheckpointEngine`: DeepSpeed still decides what to save
+and how to restore it (ZeRO partitions included), but every file is written and read as
+safetensors + a JSON tree (`trmlm.checkpoint.save_tree`), never with torch.save/torch.load, so a
+resumed run directory cannot run code.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trmlm.checkpoint import load_tree, save_tree
 from trmlm.config import TrainConfig
 from trmlm.errors import TRMError
 from trmlm.optim import build_optimizers, warmup_factor
+from trmlm.train_state import DEEPSPEED_DIR, check_deepspeed_dir
 
 
 @dataclass
@@ -159,6 +166,8 @@ class Stepper:
         return tensors, meta  # LambdaLR stores plain functions as None: JSON-safe
 
     def load_state_tensors(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("deepspeed"):
+            raise TRMError("cannot resume: the checkpoint was written with DeepSpeed; pass the same --deepspeed")
         for i, opt in enumerate(self.optimizers):
             state: dict[int, dict[str, Tensor]] = {}
             prefix = f"opt{i}."
@@ -197,13 +206,63 @@ def load_deepspeed_config(path: str | Path, cfg: TrainConfig, world: int) -> dic
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise TRMError(f"invalid DeepSpeed JSON {path}: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(ds, dict):
+        raise TRMError(f"invalid DeepSpeed JSON {path}: expected an object")
     if "optimizer" in ds:
         raise TRMError(f"{path}: leave 'optimizer' out; trmlm passes its own AdamW (avoids FusedAdam JIT)")
+    # DeepSpeed's universal-checkpoint loader and its other checkpoint writers read pickles with
+    # torch.load behind our checkpoint engine's back: refuse the settings that select them.
+    ckpt = ds.get("checkpoint") or {}
+    if not isinstance(ckpt, dict) or ckpt.get("load_universal") or ckpt.get("writer") \
+            or (ds.get("datastates_ckpt") or {}).get("enabled"):
+        raise TRMError(f"{path}: leave out 'checkpoint' load_universal/writer and datastates_ckpt; "
+                       "trmlm saves DeepSpeed state itself, as safetensors + JSON")
     ds["train_batch_size"] = cfg.batch_size
     ds["train_micro_batch_size_per_gpu"] = cfg.batch_size // world
     ds["gradient_accumulation_steps"] = 1
     ds["gradient_clipping"] = cfg.grad_clip
     return ds
+
+
+def _deepspeed_classes() -> dict[str, type]:
+    """The few non-builtin types DeepSpeed puts in its checkpoints (ZeRO 0-3, fp32/bf16/fp16):
+    the allow-list of save_tree/load_tree. Anything else fails at save time, loudly."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return {"LossScaler": LossScaler, "DynamicLossScaler": DynamicLossScaler,
+            "ZeroStageEnum": ZeroStageEnum, "fragment_address": fragment_address}
+
+
+def _safe_checkpoint_engine():
+    """A DeepSpeed CheckpointEngine whose files are safetensors + JSON trees. DeepSpeed keeps its
+    own file names (`*_model_states.pt`, `*_optim_states.pt`): their contents are not pickles."""
+    from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointEngine
+
+    classes = _deepspeed_classes()
+
+    class SafeCheckpointEngine(CheckpointEngine):
+        def __init__(self) -> None:
+            super().__init__(None)
+            self.name = "trmlm-safetensors"
+
+        def create(self, info) -> None:
+            pass
+
+        def save(self, state_dict, path: str) -> None:
+            save_tree(path, state_dict, classes)
+
+        def load(self, path: str, map_location=None):
+            return load_tree(path, classes)  # CPU tensors; DeepSpeed copies them where they belong
+
+        def commit(self, info) -> bool:
+            return True
+
+        def preserves_storage_sharing(self) -> bool:
+            return False  # save_tree copies every tensor anyway
+
+    return SafeCheckpointEngine()
 
 
 class DeepSpeedStepper(Stepper):
@@ -234,6 +293,7 @@ class DeepSpeedStepper(Stepper):
                                    auto_mpi_discovery=False)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
                                                     config=ds_config)
+        self.engine.checkpoint_engine = _safe_checkpoint_engine()
         self.optimizers, self.schedulers = [opt], [sched]
         self.zero_stage = int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
@@ -256,10 +316,20 @@ class DeepSpeedStepper(Stepper):
             raise TRMError("cannot resume: the checkpoint was written without DeepSpeed")
 
     def save_extra(self, directory: Path) -> None:
-        self.engine.save_checkpoint(str(directory / "deepspeed"), tag="state")
+        root = directory / DEEPSPEED_DIR
+        self.engine.save_checkpoint(str(root), tag="state")
+        for script in ("zero_to_fp32.py", "zero_to_torch.py"):  # DeepSpeed's converters read
+            (root / script).unlink(missing_ok=True)                # pickles; no code in a run dir
 
     def load_extra(self, directory: Path) -> None:
-        path, _ = self.engine.load_checkpoint(str(directory / "deepspeed"), tag="state")
+        check_deepspeed_dir(directory)  # every file a state tree: refused before DeepSpeed looks
+        try:
+            path, _ = self.engine.load_checkpoint(str(directory / DEEPSPEED_DIR), tag="state")
+        except TRMError as exc:
+            raise TRMError(f"cannot resume: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any failure of a third-party loader on our files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TRMError(f"cannot resume: DeepSpeed could not restore {directory / DEEPSPEED_DIR}: {first}") from None
         if path is None:
             raise TRMError(f"cannot resume: no DeepSpeed state in {directory}")
 

@@ -31,6 +31,8 @@ class Runtime:
 def resolve_runtime(device: str = "auto", dtype: str = "auto", threads: int = 0) -> Runtime:
     """auto: CUDA with bf16 autocast when a GPU is present; CPU in fp32 otherwise (bf16 is
     20-100x slower than fp32 on AVX2 CPUs, measured: docs/training.md)."""
+    if threads < 0:
+        raise TRMError(f"threads must be >= 0 (0 = torch's default), got {threads}")
     if threads > 0:
         torch.set_num_threads(threads)
     if device == "auto":

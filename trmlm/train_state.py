@@ -3,7 +3,8 @@
 Layout under the run directory:
     train_state/step_00001200/state.safetensors   model, EMA, optimizer, carry, RNG tensors
     train_state/step_00001200/state.json          step, data order, schedules, config, history
-    train_state/step_00001200/deepspeed/          DeepSpeed's own checkpoint (DeepSpeed runs only)
+    train_state/step_00001200/deepspeed/          DeepSpeed's own checkpoint (DeepSpeed runs only),
+                                                  stored as safetensors + JSON trees (never pickles)
     train_state/latest                            name of the newest complete step directory
 """
 
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from safetensors.torch import load_file
+from torch import Tensor, nn
 
-from trmlm.checkpoint import atomic_write_bytes, atomic_write_json
+from trmlm.checkpoint import (atomic_write_bytes, atomic_write_json, check_tree_file, save_safetensors,
+                              umask_mode)
 from trmlm.errors import TRMError
 
 STATE_DIR = "train_state"
@@ -36,8 +38,9 @@ def save_state(run_dir: Path, step: int, tensors: dict[str, Tensor], meta: dict[
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".tmp"))
+    os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it 0700; the step directory keeps this mode
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "state.safetensors")
         atomic_write_json(tmp / "state.json", meta)
         if write_extra is not None:
             write_extra(tmp)
@@ -71,7 +74,7 @@ def latest_state_dir(run_dir: Path) -> Path | None:
 def load_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
         meta = json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise TRMError(f"cannot resume: corrupt training state {path / 'state.json'} ({exc.__class__.__name__})") from None
     try:
         tensors = load_file(str(path / "state.safetensors"))
@@ -99,20 +102,121 @@ def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) 
         raise TRMError(f"cannot resume from {where}: config mismatch: {diff}")
 
 
-def check_resumable(run_dir: Path, run_config: dict[str, Any]) -> Path:
-    """Cheap up-front check (before any work): a readable latest state saved under the same config."""
+DEEPSPEED_DIR = "deepspeed"
+
+
+def check_deepspeed_dir(state_dir: Path) -> None:
+    """Every file of a saved DeepSpeed state must be a state tree (trmlm.checkpoint.save_tree) or
+    DeepSpeed's `latest` tag; anything else (a pickle above all) is refused, naming the file."""
+    root = Path(state_dir) / DEEPSPEED_DIR
+    if not root.is_dir():
+        raise TRMError(f"cannot resume: no DeepSpeed state in {state_dir}")
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            raise TRMError(f"cannot resume: {path} is a symbolic link; a saved state holds plain files")
+        if not path.is_file():
+            continue
+        if path.name == "latest" and path.parent == root:
+            if path.stat().st_size > 256:
+                raise TRMError(f"cannot resume: {path} is not a DeepSpeed tag file")
+            continue
+        try:
+            check_tree_file(path)
+        except TRMError as exc:
+            raise TRMError(f"cannot resume: {exc}") from None
+
+
+def check_state_shapes(state_file: Path, model: nn.Module,
+                       optimizers: list | None = None) -> None:
+    """The saved model/EMA (and optimizer) tensors have the shapes of `model`'s (reads the header
+    only): a state that does not fit is refused before anything is loaded into the model."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    params: list[list[tuple]] = []
+    for opt in optimizers or []:
+        params.append([tuple(p.shape) for group in opt.param_groups for p in group["params"]])
+    try:
+        with safe_open(str(state_file), framework="pt") as fh:
+            saved = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise TRMError(f"cannot resume: corrupt training state {state_file}: "
+                       f"{str(exc).splitlines()[0]}") from None
+
+    def refuse(key: str, shape: tuple | None, want: tuple | None) -> None:
+        owner = "its parameter has" if key.startswith("opt") else "the model expects"
+        what = ("is missing" if shape is None else "is not expected" if want is None
+                else f"has shape {shape}, {owner} {want}")
+        raise TRMError(f"cannot resume: {state_file} does not fit this model: '{key}' {what}")
+
+    for prefix in ("model.", "ema."):
+        keys = {k[len(prefix):] for k in saved if k.startswith(prefix)}
+        if prefix == "ema." and not keys:
+            continue
+        for k in sorted(keys | set(own)):
+            if own.get(k) != saved.get(prefix + k):
+                refuse(prefix + k, saved.get(prefix + k), own.get(k))
+    for key, shape in saved.items():
+        if not key.startswith("opt") or not shape or not params:
+            continue
+        head, _, name = key.partition(".")
+        pid = name.split(".", 1)[0]
+        i = int(head[3:]) if head[3:].isdigit() else -1
+        if not (0 <= i < len(params)) or not pid.isdigit() or int(pid) >= len(params[i]):
+            refuse(key, shape, None)
+        if shape != params[i][int(pid)]:
+            refuse(key, shape, params[i][int(pid)])
+
+
+def check_resumable(run_dir: Path, run_config: dict[str, Any] | None, *, deepspeed: bool | None = None,
+                    model: nn.Module | None = None, optimizers: list | None = None) -> Path:
+    """Cheap up-front check (before any work): a readable latest state saved under the same config
+    (when `run_config` is given), by the same kind of stepper (plain or DeepSpeed, when known),
+    whose tensors fit `model` (a meta-device copy will do); a DeepSpeed state holds no pickles."""
     path = latest_state_dir(run_dir)
     if path is None:
         raise TRMError(f"cannot resume: no saved training state in {run_dir}")
     try:
         meta = json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise TRMError(f"cannot resume: corrupt training state {path / 'state.json'} ({exc.__class__.__name__})") from None
-    check_same_run(meta.get("config", {}), run_config, path)
+    if not isinstance(meta, dict):
+        raise TRMError(f"cannot resume: corrupt training state {path / 'state.json'} (not a JSON object)")
+    if run_config is not None:
+        check_same_run(meta.get("config", {}), run_config, path)
+    saved_with_ds = bool((meta.get("stepper") or {}).get("deepspeed"))
+    if deepspeed is not None and saved_with_ds != deepspeed:
+        raise TRMError(f"cannot resume from {path}: it was saved with DeepSpeed; pass the same --deepspeed"
+                       if saved_with_ds else
+                       f"cannot resume from {path}: it was saved without DeepSpeed; leave out --deepspeed")
     try:
         with safe_open(str(path / "state.safetensors"), framework="pt") as fh:
             fh.keys()
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise TRMError(f"cannot resume: corrupt training state {path / 'state.safetensors'}: "
                        f"{str(exc).splitlines()[0]}") from None
+    if model is not None:
+        check_state_shapes(path / "state.safetensors", model, None if saved_with_ds else optimizers)
+    if saved_with_ds:
+        check_deepspeed_dir(path)
     return path
+
+
+def saved_step(state_dir: Path) -> int:
+    """The optimizer step a state directory was saved at."""
+    return int(json.loads((Path(state_dir) / "state.json").read_text())["step"])
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Keep the rows of a metrics .jsonl logged at or before `step` (resuming from that step
+    would otherwise log the later ones twice); unreadable lines are dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    atomic_write_bytes(path, "".join(kept).encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import reprlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,24 @@ class ArcTask:
     test: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
 
 
+def _short(value: Any) -> str:
+    """repr() cut to a few levels and characters (a cell may be a 900-deep list)."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlist = 2, 30, 30, 4
+    return r.repr(value)
+
+
+def parse_json(text: str, where: str = "") -> Any:
+    """json.loads with one-line errors; JSON nested too deep to parse is refused, not a crash."""
+    at = f"{where}: " if where else ""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TRMError(f"{at}invalid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise TRMError(f"{at}JSON nested too deeply to be an ARC grid or task") from None
+
+
 def validate_grid(value: Any, where: str) -> np.ndarray:
     """A list of rows of ints 0..9, rectangular, 1x1..30x30 -> (H, W) uint8; else a one-line TRMError."""
     if not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value):
@@ -35,7 +54,7 @@ def validate_grid(value: Any, where: str) -> np.ndarray:
             raise TRMError(f"{where}: ragged grid, row {i} has {len(row)} cells, row 0 has {width}")
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < N_COLOURS:
-                raise TRMError(f"{where}: colour {v!r} at row {i}, column {j} is outside 0-9")
+                raise TRMError(f"{where}: colour {_short(v)} at row {i}, column {j} is outside 0-9")
     h = len(value)
     if width == 0 or h > MAX_SIDE or width > MAX_SIDE:
         raise TRMError(f"{where}: grid is {h}x{width}, ARC grids are 1x1 to {MAX_SIDE}x{MAX_SIDE}")
@@ -71,11 +90,10 @@ def parse_task(task_id: str, obj: Any, where: str, solutions: list | None = None
 
 def _read_json(path: Path, text: str | None = None) -> Any:
     try:
-        return json.loads(text if text is not None else path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TRMError(f"{path}: invalid JSON (line {exc.lineno}, column {exc.colno})") from None
+        text = text if text is not None else path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TRMError(f"{path}: cannot read ({type(exc).__name__})") from None
+    return parse_json(text, str(path))
 
 
 def _tasks_from_obj(obj: Any, where: str, default_id: str,

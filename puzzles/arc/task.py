@@ -11,7 +11,7 @@ import torch
 
 from trmlm.puzzles.arc.augment import ArcAug, task_augs
 from trmlm.puzzles.arc.encode import PAD, SEQ_LEN, VOCAB_SIZE, decode, encode, random_offset
-from trmlm.puzzles.arc.load import ArcTask, load_tasks, validate_grid
+from trmlm.puzzles.arc.load import ArcTask, load_tasks, parse_json, validate_grid
 from trmlm.puzzles.arc.vote import pass_at_k, submission, vote, write_submission
 from trmlm.puzzle.data import PuzzleData
 from trmlm.errors import TRMError
@@ -143,14 +143,17 @@ def build_data(cfg: ArcDataConfig, progress: bool = False) -> PuzzleData:
     n_augs = np.array([len(sets.augs[i]) for i in pair_task])
     flat_pair = np.repeat(np.arange(len(pairs)), n_augs)                  # (E,)
     flat_aug = np.concatenate([np.arange(n) for n in n_augs])             # (E,)
-    rng = np.random.default_rng(cfg.seed + 1)
 
     def get_train(idx: np.ndarray) -> dict[str, np.ndarray]:
         inputs, labels, ids = [], [], []
-        for p, a in zip(flat_pair[idx], flat_aug[idx]):
+        for i, p, a in zip(idx, flat_pair[idx], flat_aug[idx]):
             ti = pair_task[p]
             aug = sets.augs[ti][a]
             inp, out = aug.apply(pairs[p][0]), aug.apply(pairs[p][1])
+            # the translation is a function of the example (as in the official TRM build, which
+            # stores each augmented example once), not of a generator's history: a resumed run
+            # draws the same examples the uninterrupted one would
+            rng = np.random.default_rng((cfg.seed + 1, int(i)))
             off = random_offset([inp.shape, out.shape], rng) if cfg.translate else (0, 0)
             inputs.append(encode(inp, off).astype(np.int64))
             labels.append(_labels(out, off))
@@ -198,10 +201,7 @@ def evaluate_model(model, cfg: ArcDataConfig, runtime, batch_size: int = 256,
 
 def parse_input(text: str) -> np.ndarray:
     """A grid JSON (list of rows) or a task JSON (its first test input) -> canvas tokens (900,)."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TRMError(f"invalid JSON (line {exc.lineno}, column {exc.colno})") from None
+    obj = parse_json(text)
     if isinstance(obj, dict):
         test = obj.get("test")
         if not isinstance(test, list) or not test or not isinstance(test[0], dict) or "input" not in test[0]:

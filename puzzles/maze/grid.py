@@ -52,6 +52,10 @@ def parse_maze(text: str, size: int | None = None) -> np.ndarray:
     if size is not None and len(flat) != size * size:
         raise TRMError(f"maze has {len(flat)} cells, expected {size * size} ({size}x{size})")
     side(len(flat))
+    for i, line in enumerate(lines[1:], 2):  # unequal rows would be reflowed into another maze
+        if len(line) != len(lines[0]):
+            raise TRMError(f"maze: ragged rows: line {i} has {len(line)} characters, line 1 has "
+                           f"{len(lines[0])} (every row must be as long as the maze is wide)")
     tok = text_to_tokens(flat)
     tok[tok == PATH] = OPEN
     for mark, name in ((START, "start 'S'"), (GOAL, "goal 'G'")):

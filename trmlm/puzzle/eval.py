@@ -60,7 +60,7 @@ def evaluate(model: TRMPuzzleModel, data: ArrayBatch, runtime: Runtime, batch_si
     cells = cells_total = blanks_ok = blanks_total = 0
     halt_steps = []
     for start in range(0, n, batch_size):
-        chunk = {k: v[start:start + batch_size] for k, v in data.items()}
+        chunk = {k: v[start:min(start + batch_size, n)] for k, v in data.items()}  # never past the limit
         t = to_tensors(chunk, runtime.device)
         tr = trace_supervision(model, t["inputs"], t.get("puzzle_ids"), S, runtime)
         labels = chunk["labels"]
