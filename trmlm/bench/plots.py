@@ -84,9 +84,10 @@ def token_heatmap(pieces: list[str], steps: list[int], max_steps: int, title: st
         x = 0
         for piece, s in line:
             w = max(1, len(piece))
-            ax.add_patch(plt.Rectangle((x, -row - 1), w, 1, color=cmap(s - 1)))
+            # steps 0: a token no position predicted (the first of a prompt): grey
+            ax.add_patch(plt.Rectangle((x, -row - 1), w, 1, color=cmap(s - 1) if s else "lightgrey"))
             ax.text(x + w / 2, -row - 0.5, piece, ha="center", va="center", fontsize=7, family="monospace",
-                    color="white" if s - 1 < max_steps / 2 else "black")
+                    color="white" if 0 < s and s - 1 < max_steps / 2 else "black")
             x += w
     ax.set_xlim(0, width)
     ax.set_ylim(-len(lines), 0)

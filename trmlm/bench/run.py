@@ -111,16 +111,16 @@ def bench_adaptive_task(lm, task, problems: int, settings: AdaptiveSettings, out
         text = ex.prompt + g.texts[0]
         ids = lm.tokenizer.encode(text)
         # position i's steps went into predicting token i + 1: shown on the token it produced
-        pieces += [lm.tokenizer.decode([t]) for t in ids[1:]]
-        steps += g.steps[0, :len(ids) - 1].tolist()
+        # (the first prompt token, predicted by nothing, shows 0 = grey)
+        pieces += [lm.tokenizer.decode([t]) for t in ids]
+        steps += [0] + g.steps[0, :len(ids) - 1].tolist()
     report["heatmap_threshold"] = policy.threshold
     try:
         from trmlm.bench.plots import token_heatmap
 
         files["heatmap"] = token_heatmap(pieces, steps, policy.max_steps,
-                                         f"{task.name}: supervision steps spent on each token "
-                                         f"(halt q>={policy.threshold:g}; a token shows the steps "
-                                         f"that produced it)", out_dir / "task_heatmap.png",
+                                         f"{task.name}: steps that produced each token "
+                                         f"(halt q>={policy.threshold:g})", out_dir / "task_heatmap.png",
                                          per_line=96)
     except TRMError as e:
         console.print(f"[yellow]plots skipped: {e}[/yellow]")
