@@ -306,18 +306,19 @@ def run_train_step_bench(out: Path | None, threads: int, batch: int = 16, lm_bat
 
 def train_step_table(report: dict[str, Any]) -> Table:
     """The report as a rich table, one row per preset."""
+    with_peer = any("peer_ratio" in r for r in report["rows"])
     table = Table(title=f"Training step, CPU fp32, {report['threads']} threads "
                         f"(matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s)",
                   caption="throughput: puzzles examples x supervision steps/s (ex*st/s); LM tokens/s "
-                          "at N_sup steps per batch; peer: lucidrains tiny-recursive-model at the shape "
-                          "of the row above it, timed interleaved with it")
+                          "at N_sup steps per batch" + ("; peer: lucidrains tiny-recursive-model at the "
+                          "shape of the row above it, timed interleaved with it" if with_peer else ""))
     for col in ("config", "params", "batch", "s/step", "throughput", "GFLOP/step", "GFLOP/s", "of peak",
-                "vs peer"):
+                *(("vs peer",) if with_peer else ())):
         table.add_column(col, justify="left" if col == "config" else "right")
     for r in report["rows"]:
         unit = "tok/s" if r["throughput_unit"] == "tokens/s" else "ex*st/s"
         table.add_row(r["preset"], f"{r['params'] / 1e6:.2f}M", str(r["batch"]), f"{r['step_seconds']:.3f}",
                       f"{r['throughput']:.1f} {unit}", f"{r['gflop_per_step']:.2f}",
                       f"{r['achieved_gflops']:.1f}", f"{100 * r['mfu']:.1f}%",
-                      f"{r['peer_ratio']:.2f}x" if "peer_ratio" in r else "")
+                      *((f"{r['peer_ratio']:.2f}x" if "peer_ratio" in r else "",) if with_peer else ()))
     return table
