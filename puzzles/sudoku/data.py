@@ -102,9 +102,12 @@ def _load_hub(dataset_id: str, split: str, limit: int | None, min_rating: int | 
 
 def _parse_rating(text: object, where: Callable[[], str]) -> int:
     try:
-        return int(text)
+        rating = int(text)
     except (TypeError, ValueError):
         raise TRMError(f"{where()}: rating {text!r} is not an integer") from None
+    if not -2**31 <= rating < 2**31:  # stored as int32
+        raise TRMError(f"{where()}: rating {rating} does not fit in 32 bits")
+    return rating
 
 
 def _to_set(questions: list[str], answers: list[str], ratings: list[int],
