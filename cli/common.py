@@ -12,6 +12,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from trmlm.distributed import launch_local, load_deepspeed_config
 from trmlm.errors import TRMError
@@ -177,6 +178,22 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Start afresh ev
 DeepSpeedOpt = Annotated[Optional[Path], typer.Option(
     "--deepspeed", help="DeepSpeed JSON (configs/deepspeed/*.json): train through deepspeed.initialize.")]
 NprocOpt = Annotated[int, typer.Option("--nproc", help="Data-parallel processes on this machine (gloo on CPU, NCCL on GPU).")]
+# Options shared by the commands that run a model (solve, eval-puzzle, generate, eval-lm, bench).
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto: CUDA when present).")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="CPU threads (0 = torch default).")]
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    """The metric/value table eval-puzzle and eval-lm print (lists joined, floats to 4 places)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list)
+                      else f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table
+
+
 LoggerOpt = Annotated[str, typer.Option(
     "--logger", help="jsonl (metrics.jsonl only), tensorboard (+ OUT/tensorboard) or wandb (+ an offline run in OUT/wandb).")]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
+import trmlm
 from trmlm.cli import puzzle_cmds
 from trmlm.cli import lm_cmds
 from trmlm.cli import bench_cmds
@@ -14,9 +17,25 @@ app = typer.Typer(
     name="trm",
     help="Tiny Recursive Models: puzzle benchmarks and a per-token recursive language model.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # trm --install-completion / --show-completion (bash, zsh, fish, PowerShell)
+    # Plain (click) help: typer's rich panels print `<bool>` beside on/off flags as if they took a
+    # value (`--json true` then fails on the stray `true`); click prints a flag as a flag.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"trm (trmlm) {trmlm.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")) -> None:
+    """Tiny Recursive Models: puzzle benchmarks and a per-token recursive language model."""
+
 
 puzzle_cmds.register(app)
 lm_cmds.register(app)

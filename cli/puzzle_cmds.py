@@ -12,8 +12,9 @@ from typing import Optional
 import numpy as np
 import torch
 import typer
-from rich.table import Table
 
+from trmlm.cli.common import DeviceOpt, ThreadsOpt, metrics_table
+from trmlm.puzzles.run import solved as _solved
 from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, ResumeOpt, check_output_file,
                         configs_dir, err, make_run_logger, out, parallel_setup, prepare_run_dir, user_errors)
 from trmlm.puzzles.run import DEFAULT_PRESETS, fit_model_to_data, get_task, load_model, resolve_config
@@ -106,13 +107,6 @@ def _show_held_out(mod, model, held_out: dict, device: str, look: int = 64) -> N
         out.print(mod.render(held_out["inputs"][k], preds[k], labels[k]))
 
 
-def _solved(mod, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(B,) bool: the task's own test (maze: valid and shortest), else exact match on labelled cells."""
-    if hasattr(mod, "score"):
-        return mod.score(inputs, preds, labels)
-    return ((preds == labels) | (labels < 0)).all(-1)
-
-
 def _read_puzzle_arg(puzzle: str) -> str:
     """The puzzle text: the argument itself, the file it names, or stdin for '-' (UTF-8)."""
     if puzzle == "-":
@@ -140,6 +134,8 @@ def solve_cmd(
     show_steps: bool = typer.Option(False, "--show-steps", help="Render the grid after every supervision step."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     steps: Optional[int] = typer.Option(None, help=f"Supervision steps, 1 to {MAX_SOLVE_STEPS} (default N_sup; beyond N_sup the steps were never trained)."),
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
     html: Optional[Path] = typer.Option(None, "--html", help=HTML_HELP),
 ) -> None:
     """Solve one puzzle with a trained model; --show-steps shows the recursion correcting itself."""
@@ -153,7 +149,7 @@ def solve_cmd(
     if steps is not None and steps > model.cfg.max_sup_steps:
         err.print(f"warning: --steps {steps} exceeds the trained N_sup = {model.cfg.max_sup_steps}: steps "
                   f"{model.cfg.max_sup_steps + 1}..{steps} were never trained", soft_wrap=True)
-    rt = resolve_runtime("auto")  # wherever it was trained, solve on what this machine has
+    rt = resolve_runtime(device, "auto", threads)  # wherever it was trained (auto: what this machine has)
     model.to(rt.device)
     t0 = time.perf_counter()
     inputs = torch.as_tensor(tokens[None], device=rt.device)
@@ -207,6 +203,8 @@ def eval_puzzle_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also save a PNG of predictions vs targets."),
     submission: Optional[Path] = typer.Option(None, "--submission", help="ARC: write submission.json (two attempts per test input)."),
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = 0,
     html: Optional[Path] = typer.Option(None, "--html", help=f"Also write an interactive page of the first {EVAL_PAGE_PUZZLES} held-out puzzles, every supervision step (a .json name writes the trace, for `trm view`)."),
 ) -> None:
     """Evaluate a checkpoint on its held-out puzzles (Sudoku: exact match; Maze: valid and
@@ -221,7 +219,7 @@ def eval_puzzle_cmd(
     if source is not None and not hasattr(run.data, "source"):
         raise TRMError(f"--source does not apply to {task}; use a config with data.eval_sets")
     data_cfg = run.data if source is None else type(run.data)(**{**to_dict(run.data), "source": source})
-    rt = resolve_runtime("auto")
+    rt = resolve_runtime(device, "auto", threads)
     model.to(rt.device)
     if hasattr(mod, "evaluate_model"):  # ARC: its own voting protocol over augmentations
         metrics = mod.evaluate_model(model, data_cfg, rt, run.train.eval_batch_size, limit, submission)
@@ -242,13 +240,7 @@ def eval_puzzle_cmd(
     if as_json:
         out.print_json(json.dumps(metrics))
         return
-    table = Table(title=f"{task}: {checkpoint}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in metrics.items():
-        table.add_row(k, ", ".join(f"{x:.3f}" for x in v) if isinstance(v, list) else
-                      f"{v:.4f}" if isinstance(v, float) else str(v))
-    out.print(table)
+    out.print(metrics_table(f"{task}: {checkpoint}", metrics))
     if data is not None:
         err.print(data.description)
 

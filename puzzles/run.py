@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trmlm.puzzles.arc import task as arc_task
 from trmlm.puzzles.maze import task as maze_task
 from trmlm.puzzles.sudoku import task as sudoku_task
@@ -110,6 +112,13 @@ def resolve_config(task: str, configs_dir: Path, preset: str | None = None,
     if hasattr(mod, "num_puzzle_ids"):  # ARC: one embedding row per (task, augmentation)
         run.model = replace(run.model, num_puzzle_ids=mod.num_puzzle_ids(run.data))
     return run
+
+
+def solved(mod: types.ModuleType, inputs: np.ndarray, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(B,) bool: the task's own test (maze: valid and shortest), else exact match on labelled cells."""
+    if hasattr(mod, "score"):
+        return mod.score(inputs, preds, labels)
+    return ((preds == labels) | (labels < 0)).all(-1)
 
 
 def load_model(checkpoint: str | Path, task: str | None = None) -> tuple[TRMPuzzleModel, PuzzleRunConfig, dict]:

@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from trmlm import modelcard
 from trmlm.errors import TRMError
 
 WEIGHTS = "model.safetensors"
@@ -84,7 +85,8 @@ def save_checkpoint(path: str | Path, weights: dict[str, Tensor], config: dict[s
     """Write (or update) a checkpoint directory; every file goes through temp file + rename.
 
     Other files in the directory (a tokenizer, metrics.jsonl, the resume state) are left alone.
-    meta.json is written last, so a reader that sees the new step also sees the new weights.
+    meta.json is written after the weights, so a reader that sees the new step also sees the new
+    weights; then the README.md model card generated from config and meta (trmlm/modelcard.py).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,7 @@ def save_checkpoint(path: str | Path, weights: dict[str, Tensor], config: dict[s
         atomic_write_bytes(path / name, data)
     atomic_write_json(path / CONFIG, config)
     atomic_write_json(path / META, meta)
+    modelcard.write(path, config, meta, sum(t.numel() for t in tensors.values()))
     return path
 
 

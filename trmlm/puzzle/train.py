@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from trmlm.puzzle.act import ACTCarry, act_step, new_carry, refill
 from trmlm.checkpoint import save_checkpoint
@@ -28,8 +28,10 @@ from trmlm.puzzle.data import IndexStream, PuzzleData, to_tensors
 from trmlm.distributed import DeepSpeedStepper, DistContext, Stepper, init_distributed
 from trmlm.errors import TRMError
 from trmlm.logging import Logger
+from trmlm.modelcard import provenance
 from trmlm.puzzle.registry import build_puzzle_model
 from trmlm.optim import EMA
+from trmlm.progress import TimeLeftColumn
 from trmlm.puzzle.eval import evaluate
 from trmlm.puzzle.model import TRMPuzzleModel
 from trmlm.runtime import resolve_runtime, seed_everything
@@ -201,16 +203,17 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
             on_eval(row)
         if out is not None:
             meta = {"step": step, "seconds": round(time.time() - t0, 1), "metrics": row,
-                    "ema": ema is not None, "params": model.num_parameters()}
+                    "ema": ema is not None, "params": model.num_parameters(), "provenance": provenance(rt.device)}
             result.checkpoint = save_checkpoint(out, evaluated.state_dict(), run_config, meta)
         return row
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+               TimeElapsedColumn(), TimeLeftColumn(), TextColumn("{task.fields[info]}")]
     step = start_step
     ckpt_every = train_cfg.checkpoint_every or train_cfg.eval_every
     with Progress(*columns, console=console, disable=not (progress and main), transient=False) as bar:
-        task = bar.add_task("train", total=train_cfg.train_steps, completed=start_step, info="")
+        task = bar.add_task("train", total=train_cfg.train_steps, completed=start_step, info="",
+                            budget_left=budget - train_seconds() if budget > 0 else None)
         last_eval = ""
         for step in range(start_step + 1, train_cfg.train_steps + 1):
             carry = refiller(model, carry)
@@ -233,7 +236,7 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
                 names = ("loss", "lm_loss", "q_loss", "cell_acc", "exact_acc", "halted")
                 logger.log(step, {f"train/{k}": float(v) for k, v in zip(names, row)} | {"lr": stepper.lr()})
                 bar.update(task, info=f"loss {row[0]:.3f} cell {row[3]:.3f}{last_eval}")
-            bar.update(task, completed=step)
+            bar.update(task, completed=step, budget_left=budget - train_seconds() if budget > 0 else None)
             out_of_time = budget > 0 and train_seconds() >= budget
             if dist.active and budget > 0:  # every rank must agree to stop
                 flag = torch.tensor([float(out_of_time)])
