@@ -86,7 +86,7 @@ class LMConfig:
     arch: Arch = "trm"
     model: TRMConfig = field(default_factory=_default_model)   # f, n, T, N_sup; seq_len = context L
     halt: HaltConfig = field(default_factory=HaltConfig)
-    commit_input: Literal["x+y", "x+y+z", "y"] = "x+y"  # what the commit pass reads (model.commit_input)
+    commit_input: Literal["x+y+z", "x+y", "y"] = "x+y+z"  # what the commit pass reads (model.commit_input)
     commit_grad: bool = True       # backprop through the commit pass (its input y^(s-1) is detached)
     # Training cache: "previous_step" = step s reads the commit of y^(s-1) (docs/language-model.md);
     # "final_sweep" = a first no-grad pass of N_sup previous-step sweeps gives approximately

@@ -89,10 +89,11 @@ class TRMLanguageModel(_LMBase):
 
     def commit_input(self, x: Tensor, state: RecursionState) -> Tensor:
         """What a finished token hands to its successors: f runs once over this (B, L, D).
-        "x+y" (default): the token's embedding plus its answer state, so the committed K/V carry
-        the token itself even where its state holds nothing else (e.g. a random operand digit);
-        "x+y+z": also its latent reasoning state (intermediate results such as carries);
-        "y": the answer state alone (the design note's literal §2.1 reading; an ablation)."""
+        "x+y+z" (default): the token's embedding, its answer state and its latent reasoning state
+        (intermediate results such as carries), so the committed K/V carry the token itself even
+        where its states hold nothing else (e.g. a random operand digit);
+        "x+y": embedding and answer state; "y": the answer state alone (ablations; "y" was the
+        first design's choice)."""
         kind = self.cfg.commit_input
         if kind == "y":
             return state.y
