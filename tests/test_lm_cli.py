@@ -136,3 +136,21 @@ def test_every_lm_preset_loads_strictly():
     for p in presets:
         cfg = load_lm_config(p.stem, [], [], configs_dir())
         assert isinstance(cfg, LMConfig) and cfg.model.puzzle_emb_len == 0
+
+
+def test_checkpoints_from_before_the_commit_input_option_keep_their_semantics(lm_ckpt, tmp_path):
+    """A config without `commit_input` (and with the old `net` section name) loads as the
+    model it was: committing the answer state alone."""
+    import json
+    import shutil
+
+    from trmlm.lm.checkpoint import load_lm
+
+    old = tmp_path / "old"
+    shutil.copytree(lm_ckpt, old)
+    cfg = json.loads((old / "config.json").read_text())
+    cfg["net"] = cfg.pop("model")
+    del cfg["commit_input"]
+    (old / "config.json").write_text(json.dumps(cfg))
+    lm = load_lm(old)
+    assert lm.cfg.commit_input == "y" and lm.cfg.model == load_lm(lm_ckpt).cfg.model

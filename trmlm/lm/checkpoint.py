@@ -43,12 +43,22 @@ def save_lm(path: str | Path, weights: dict[str, Tensor], cfg: LMConfig, tokeniz
     return save_checkpoint(path, weights, to_dict(cfg), meta, extra=extra)
 
 
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints written before 2026-12-01 call the network section `net` and have no
+    `commit_input` key: they committed the answer state alone ("y")."""
+    config = dict(config)
+    if "net" in config and "model" not in config:
+        config["model"] = config.pop("net")
+    config.setdefault("commit_input", "y")
+    return config
+
+
 def load_lm(path: str | Path) -> LoadedLM:
     """Every problem (missing files, corrupt JSON/weights/tokenizer, mismatch) is a TRMError."""
     ckpt = load_checkpoint(path)
     refuse_wrong_kind(ckpt, "lm")
     try:
-        cfg = lm_config_from_dict(ckpt.config)
+        cfg = lm_config_from_dict(upgrade_config(ckpt.config))
     except TRMError as exc:
         raise TRMError(f"checkpoint {ckpt.path} has an invalid config: {exc}") from None
     model = build_model(cfg)
