@@ -193,7 +193,7 @@ def _steps_rows(text: str, steps: list[int]) -> str:
 def generate_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint directory from train-lm."),
     prompt: str = typer.Option(..., "--prompt", help="Text to continue."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Tokens to generate (default 200)."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Tokens to generate (default 200, at most 1,000,000)."),
     temperature: Optional[float] = typer.Option(None, help="0 = greedy (argmax)."),
     top_k: Optional[int] = typer.Option(None, help="Keep the k most likely tokens (0 = off)."),
     top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass (1 = off)."),

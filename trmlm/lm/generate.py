@@ -18,6 +18,7 @@ from trmlm.lm.stepsync import StepCaches, decode_step_sync
 from trmlm.lm.tokenizer import Tokenizer
 
 
+MAX_NEW_TOKENS = 1_000_000
 MAX_DEPTH_FACTOR = 4  # test-time depth: at most 4 x the trained N_sup (beyond N_sup with a warning)
 
 
@@ -41,6 +42,8 @@ class GenerationConfig:
 
     def validate(self, n_sup: int) -> HaltPolicy:
         checks = [(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
+                  # the sample's text and token history are kept: bound what one call may hold
+                  (self.max_new_tokens <= MAX_NEW_TOKENS, f"--max-new-tokens must be <= {MAX_NEW_TOKENS:,}"),
                   (0 <= self.temperature < float("inf"), "--temperature must be a finite number >= 0"),
                   (self.top_k >= 0, "--top-k must be >= 0"),
                   (0 < self.top_p <= 1, "--top-p must lie in (0, 1]"),
