@@ -178,6 +178,19 @@ def _prepare_run_dir(out_path: Path, resume: bool, overwrite: bool, cfg, deepspe
                     (lambda: build_model(run_cfg)) if run_cfg else None, cfg.train)
 
 
+def _unescape(text: str) -> str:
+    """`\\n` and `\\t` typed on a command line as a newline and a tab (`\\\\` = a backslash)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def _steps_rows(text: str, steps: list[int]) -> str:
     """Text lines each followed by a line of per-character step digits (for non-terminals);
     step 0 (prompt characters) is blank, 10 or more is '+'."""
@@ -198,7 +211,7 @@ def generate_cmd(
     top_k: Optional[int] = typer.Option(None, help="Keep the k most likely tokens (0 = off)."),
     top_p: Optional[float] = typer.Option(None, help="Nucleus sampling mass (1 = off)."),
     repetition_penalty: Optional[float] = typer.Option(None, help="CTRL repetition penalty (1 = off)."),
-    stop: list[str] = typer.Option([], "--stop", help="Stop before this string; it is not printed (repeatable)."),
+    stop: list[str] = typer.Option([], "--stop", help="Stop before this string; it is not printed (repeatable; \\n and \\t stand for a newline and a tab)."),
     seed: Optional[int] = typer.Option(None, help="Sampling seed (same seed = same text)."),
     num_samples: Optional[int] = typer.Option(None, help="Independent continuations."),
     halt_threshold: Optional[float] = typer.Option(None, help="Halt a token once sigmoid(q) >= this."),
@@ -230,7 +243,7 @@ def generate_cmd(
                  repetition_penalty=repetition_penalty, seed=seed, num_samples=num_samples,
                  halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps)
     gcfg = dataclasses.replace(lm.generation, **{k: v for k, v in given.items() if v is not None},
-                               stop=list(stop) or lm.generation.stop, no_halting=no_halting,
+                               stop=[_unescape(s) for s in stop] or lm.generation.stop, no_halting=no_halting,
                                cache=cache)
     model = lm.model.to(rt.device)
     n_sup = lm.cfg.model.max_sup_steps if lm.cfg.arch == "trm" else 0

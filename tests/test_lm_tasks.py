@@ -234,3 +234,9 @@ def test_task_end_to_end_and_depth_beyond_training(tmp_path):
     res = runner.invoke(app, ["generate", "--checkpoint", str(out), "--prompt", "12+34=",
                               "--max-steps", str(2 * n_sup), "--temperature", "0", "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
+    # `--stop "\n"` typed on a command line is a newline: the answer line ends there
+    res = runner.invoke(app, ["generate", "--checkpoint", str(out), "--prompt", "12+34=", "--temperature", "0",
+                              "--max-new-tokens", "30", "--stop", "\\n", "--json"])
+    assert res.exit_code == 0, res.output
+    sample = json.loads(res.stdout)["samples"][0]
+    assert "\n" not in sample["text"] and (sample["stop_reason"] == "stop" or len(sample["text"]) == 30)
