@@ -154,3 +154,10 @@ def test_checkpoints_from_before_the_commit_input_option_keep_their_semantics(lm
     (old / "config.json").write_text(json.dumps(cfg))
     lm = load_lm(old)
     assert lm.cfg.commit_input == "y" and lm.cfg.model == load_lm(lm_ckpt).cfg.model
+
+
+def test_stop_strings_typed_with_escapes():
+    from trmlm.cli.lm_cmds import _unescape
+
+    assert _unescape(r"\n") == "\n" and _unescape(r"a\tb") == "a\tb"
+    assert _unescape(r"\\n") == "\\n" and _unescape(r"\x") == "\\x" and _unescape("é\\") == "é\\"
