@@ -300,3 +300,27 @@ def test_halting_targets():
     want = (F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), label)
             + F.binary_cross_entropy_with_logits(model.halt_logit(y), final_label)) / 2
     torch.testing.assert_close(got, want)
+
+
+def test_per_step_cache_decoder_honours_the_oracle_exit():
+    """The step-synchronous decoder predicts from the state the exit rule chose (the oracle's best
+    step): same per-step caches as full depth, so its NLL can only be lower, token by token."""
+    from trmlm.lm.stepsync import decode_step_sync
+
+    model = make()
+    t = tokens(B=3, L=8)
+    successors = torch.cat([t[:, 1:], t[:, :1]], 1)  # the true next token of every position
+    full, _ = sequential_logits_sync(model, t, HaltPolicy.fixed(3))
+    it = iter(successors.T)
+
+    def step(m, caches, token, policy):
+        policy.target = next(it)
+        return decode_step_sync(m, caches, token, policy)
+
+    oracle, steps = run_token_by_token(step, model, StepCaches(model, 3, 8), t, OracleExit(3))
+
+    def nll(logits):
+        return -torch.log_softmax(logits, -1).gather(-1, successors[..., None])[..., 0]
+
+    assert bool((nll(oracle) <= nll(full) + 1e-12).all())
+    assert len(torch.unique(steps)) > 1 and bool((nll(oracle) < nll(full) - 1e-6).any())

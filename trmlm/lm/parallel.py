@@ -45,17 +45,21 @@ def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
 def final_sweep_states(model: TRMLanguageModel, x: Tensor, steps: int,
                        policy: HaltPolicy | None = None) -> RecursionState:
     """y after `steps` previous-step supervision sweeps (no grad): the approximately final states
-    whose commit is the whole-refinement cache of the "final_sweep" training scheme. With a
-    (threshold) `policy`, a position stops once its halting head fires, as in decoding, and
-    keeps the state it halted with."""
-    state = model.initial_state(x.shape[0], x.shape[1])
-    active = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # (B, L)
+    whose commit is the whole-refinement cache of the "final_sweep" training scheme. With an
+    exit rule `policy` (the exit-rule protocol, as in decoding), a position stops where the rule
+    says and keeps the state it halted with."""
+    B, L = x.shape[:2]
+    state = model.initial_state(B, L)
+    active = torch.ones(B, L, dtype=torch.bool, device=x.device)
+    if policy is not None:
+        policy.begin(B, x.device, L)
     for s in range(1, steps + 1):
         new = supervision_sweep(model, state, x, grad="none")
         keep = active[..., None]
         state = RecursionState(torch.where(keep, new.y, state.y), torch.where(keep, new.z, state.z))
-        if policy is not None and policy.threshold is not None and s >= policy.min_steps:
-            active = active & (torch.sigmoid(model.halt_logit(state.y)) < policy.threshold)
+        halt = policy.halt(s, state.y, model) if policy is not None else None  # (B, L)
+        if halt is not None:
+            active = active & ~halt
             if not bool(active.any()):
                 break
     return state

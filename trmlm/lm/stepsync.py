@@ -57,7 +57,10 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
             break
     for s, level in enumerate(caches.levels):
         level.commit(model.commit_kv(x, states[min(s, len(states) - 1)], position, level.prefix()))
-    return DecodeOut(model.logits(state.y)[:, 0], steps)
+    # The rule's final choice (e.g. the oracle's best step) is what the token predicts from; the
+    # levels keep the per-step states (the exact form of training).
+    y, steps = policy.finish(state.y, steps[:, None])
+    return DecodeOut(model.logits(y)[:, 0], steps[:, 0])
 
 
 @torch.no_grad()
