@@ -45,7 +45,29 @@ view_cmds.register(app)
 
 
 def main() -> None:
-    app()
+    """The console script. A command-line usage mistake (unknown option, missing or extra
+    argument, bad value) is one `error:` line naming it, exit code 2, like every other bad input."""
+    import sys
+
+    from typer.core import _click  # the click that typer parses with (typer >= 0.2x vendors one)
+
+    exceptions = _click.exceptions
+    try:
+        code = app(standalone_mode=False)
+    except exceptions.NoArgsIsHelpError as e:  # `trm` alone: the help, as before
+        e.show()
+        sys.exit(e.exit_code)
+    except exceptions.UsageError as e:
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        print(f"error: {e.format_message().splitlines()[0]}{where}", file=sys.stderr)
+        sys.exit(2)
+    except exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, EOFError, _click.Abort):
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

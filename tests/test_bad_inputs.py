@@ -288,6 +288,13 @@ CASES = [
          [*SOLVE_S, EASY_SUDOKU, "--checkpoint", S, "--steps", "5"], 0),
     Case("s13_badtask", "an unknown task", ["solve", "kakuro", EASY_SUDOKU, "--checkpoint", S],
          needle="unknown puzzle task 'kakuro'"),
+    # command-line usage mistakes (click's several-line usage message before): one line
+    Case("u01_flag_value", "--json true (a flag takes no value)", [*SOLVE_S, EASY_SUDOKU, "--checkpoint", S,
+         "--json", "true"], needle="unexpected extra argument", fast=True),
+    Case("u02_unknown_option", "an unknown option", ["generate", "--bogus"], needle="No such option: --bogus",
+         fast=True),
+    Case("u03_bad_int", "--steps abc", [*SOLVE_S, EASY_SUDOKU, "--checkpoint", S, "--steps", "abc"],
+         needle="Invalid value for '--steps'"),
     Case("s14_nullbyte_file", "a puzzle file with a NUL byte", [*SOLVE_S, "p.txt", "--checkpoint", S],
          needle="illegal character", setup=write("p.txt", b"\x00" + EASY_SUDOKU[1:].encode())),
     Case("s15_non_utf8_file", "a puzzle file that is not UTF-8", [*SOLVE_S, "p.txt", "--checkpoint", S],
