@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +24,11 @@ class TRMConfig:
     n_layers: int = 2                      # blocks in f
     expansion: float = 4.0                 # SwiGLU expansion
     mixer: Literal["attention", "mlp"] = "attention"  # token mixing: attention, or MLP over positions
-    pos_encoding: Literal["rope", "learned", "none"] = "rope"
+    pos_encoding: Literal["rope", "learned", "none", "grid", "grid_rope"] = "rope"
+    # grid: learned row + column (+ box) embeddings added to the input; grid_rope: 2-D RoPE (half
+    # the rotary pairs turn with the row, half with the column). Both read seq_len as a square
+    # grid, row-major (puzzles only; docs/sudoku.md). Not in the paper.
+    grid_box: int = 0                      # box side for "grid" (Sudoku: 3); 0 = no box embedding
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     n_latent: int = 6                      # n: latent steps z = f(x + y + z) per cycle
@@ -50,6 +55,15 @@ class TRMConfig:
                      "n_cycles", "max_sup_steps", "num_puzzle_ids", "swiglu_multiple"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pos_encoding == "grid_rope" and self.head_dim % 4:
+            raise ValueError("2-D RoPE (grid_rope) needs a head dimension divisible by 4")
+        if self.pos_encoding in ("grid", "grid_rope") and self.grid_side ** 2 != self.seq_len:
+            raise ValueError(f"pos_encoding {self.pos_encoding} needs a square grid: seq_len "
+                             f"{self.seq_len} is not a square")
+        if self.grid_box < 0 or (self.grid_box and self.grid_side % self.grid_box):
+            raise ValueError(f"grid_box {self.grid_box} must be 0 or divide the grid side {self.grid_side}")
+        if self.grid_box and self.pos_encoding != "grid":
+            raise ValueError("grid_box applies only to pos_encoding: grid")
         if self.puzzle_emb_len < 0:
             raise ValueError("puzzle_emb_len must be >= 0")
         if not 0.0 <= self.halt_exploration <= 1.0:
@@ -62,6 +76,11 @@ class TRMConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def grid_side(self) -> int:
+        """Side of the square grid read from seq_len (pos_encoding grid / grid_rope)."""
+        return math.isqrt(self.seq_len)
 
     @property
     def total_len(self) -> int:

@@ -28,6 +28,27 @@ class StepOutput:
         return self.q_halt if self.q_continue is None else self.q_halt - self.q_continue
 
 
+def grid_indices(side: int, box: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Row, column and box index of each cell of a side x side grid, row-major: (L,) each."""
+    cell = torch.arange(side * side)
+    rows, cols = cell // side, cell % side
+    boxes = (rows // box) * (side // box) + cols // box if box else torch.zeros_like(cell)
+    return rows, cols, boxes
+
+
+def grid_rope_tables(side: int, prefix: int, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """2-D RoPE tables (P + L, Dh/2) for apply_rope: the first half of the rotary pairs turns with
+    the cell's row, the second half with its column, so q.k depends on (row, column) offsets.
+    Prefix positions sit off the grid at row = column = -P..-1."""
+    quarter = head_dim // 4
+    inv_freq = 1.0 / (theta ** (torch.arange(quarter, dtype=torch.float32) / quarter))  # (Dh/4,)
+    rows, cols, _ = grid_indices(side, 0)
+    off = torch.arange(-prefix, 0)
+    rows, cols = torch.cat([off, rows]).float(), torch.cat([off, cols]).float()  # (P + L,)
+    freqs = torch.cat([torch.outer(rows, inv_freq), torch.outer(cols, inv_freq)], dim=1)  # (P + L, Dh/2)
+    return freqs.cos(), freqs.sin()
+
+
 class TRMPuzzleModel(nn.Module):
     """Tiny Recursive Model over a fixed grid of `seq_len` tokens (Sudoku, Maze, ARC)."""
 
@@ -44,6 +65,23 @@ class TRMPuzzleModel(nn.Module):
             self.pos_emb = nn.Parameter(torch.zeros(cfg.total_len, D))
         if cfg.pos_encoding == "rope" and cfg.mixer == "attention":
             self.rotary = Rotary(cfg.head_dim, cfg.total_len, cfg.rope_theta)
+        if cfg.pos_encoding == "grid":
+            # Learned row, column (and box) vectors shared by the cells of a row/column/box: the
+            # Sudoku constraint groups are one dot product away for attention (docs/sudoku.md).
+            side = cfg.grid_side
+            self.row_emb = nn.Parameter(torch.zeros(side, D))
+            self.col_emb = nn.Parameter(torch.zeros(side, D))
+            if cfg.grid_box:
+                self.box_emb = nn.Parameter(torch.zeros((side // cfg.grid_box) ** 2, D))
+            if cfg.puzzle_emb_len > 0:
+                self.prefix_pos_emb = nn.Parameter(torch.zeros(cfg.puzzle_emb_len, D))
+            for name, index in zip(("grid_rows", "grid_cols", "grid_boxes"),
+                                   grid_indices(side, cfg.grid_box)):
+                self.register_buffer(name, index, persistent=False)
+        if cfg.pos_encoding == "grid_rope" and cfg.mixer == "attention":
+            cos, sin = grid_rope_tables(cfg.grid_side, cfg.puzzle_emb_len, cfg.head_dim, cfg.rope_theta)
+            self.register_buffer("grid_cos", cos, persistent=False)
+            self.register_buffer("grid_sin", sin, persistent=False)
         self.core = TRMCore(cfg)
         self.head = nn.Linear(D, cfg.vocab_size, bias=False)
         # Halt logit; with act_continue also the continue logit (official q_head is D->2; TRM's
@@ -62,6 +100,12 @@ class TRMPuzzleModel(nn.Module):
                 init_linear_(module)
         if hasattr(self, "pos_emb"):
             trunc_normal_(self.pos_emb, std=1.0 / math.sqrt(D))
+        grid = [p for p in (getattr(self, n, None) for n in ("row_emb", "col_emb", "box_emb"))
+                if p is not None]
+        for table in grid:  # their sum has the std of one learned position vector
+            trunc_normal_(table, std=1.0 / math.sqrt(D * len(grid)))
+        if hasattr(self, "prefix_pos_emb"):
+            trunc_normal_(self.prefix_pos_emb, std=1.0 / math.sqrt(D))
         # Q head starts at "never halt": weight 0, bias -5 (official trm.py).
         nn.init.zeros_(self.q_head.weight)
         nn.init.constant_(self.q_head.bias, -5.0)
@@ -82,12 +126,25 @@ class TRMPuzzleModel(nn.Module):
             e = torch.cat([prefix, e], dim=1)
         if hasattr(self, "pos_emb"):
             e = (e + self.pos_emb) * (1.0 / math.sqrt(2.0))  # official: 0.707 * (emb + pos)
+        elif hasattr(self, "row_emb"):
+            e = (e + self.grid_positions()) * (1.0 / math.sqrt(2.0))  # as the learned positions
         return self.embed_scale * e
+
+    def grid_positions(self) -> Tensor:
+        """(P + L, D): row + column (+ box) vector of every cell, after the prefix's own vectors."""
+        pos = self.row_emb[self.grid_rows] + self.col_emb[self.grid_cols]  # (L, D)
+        if hasattr(self, "box_emb"):
+            pos = pos + self.box_emb[self.grid_boxes]
+        if hasattr(self, "prefix_pos_emb"):
+            pos = torch.cat([self.prefix_pos_emb, pos], dim=0)
+        return pos
 
     def attn_context(self, device: torch.device) -> AttnContext:
         rope = None
         if hasattr(self, "rotary"):
             rope = self.rotary.tables(torch.arange(self.cfg.total_len, device=device))
+        elif hasattr(self, "grid_cos"):
+            rope = (self.grid_cos, self.grid_sin)
         return AttnContext(self_mask="full", rope=rope)
 
     def initial_state(self, batch: int, device: torch.device | None = None) -> RecursionState:
