@@ -182,10 +182,15 @@ def solve_cmd(
             changed = 0 if prev is None else int((pred != prev).sum())
             wrong = None if target is None else int((pred != target).sum())
             head = f"step {s + 1}: q_halt {tr.q_halt[s, 0]:+.2f}"
-            head += f", {changed} cells changed" if prev is not None else ""
-            head += f", {wrong} wrong" if wrong is not None else ""
-            out.print(f"[bold]{head}[/bold]")
-            out.print(mod.render(tokens, pred, target) + "\n")
+            if hasattr(mod, "step_note"):  # maze: how far the path has grown (many shortest paths)
+                head += ", " + mod.step_note(tokens, pred, prev, target)
+            else:
+                head += f", {changed} cells changed" if prev is not None else ""
+                head += f", {wrong} wrong" if wrong is not None else ""
+            out.print(f"[bold]{head}[/bold]", soft_wrap=True)
+            grid = mod.render_step(tokens, pred, prev, target) if hasattr(mod, "render_step") else \
+                mod.render(tokens, pred, target)
+            out.print(grid + "\n")
             prev = pred
     else:
         out.print(mod.render(tokens, final, target))

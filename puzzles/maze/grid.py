@@ -127,6 +127,23 @@ def path_connects(pred: np.ndarray, n: int) -> bool:
     return False
 
 
+def reached_along_path(pred: np.ndarray, n: int, start: int) -> int:
+    """PATH cells connected to cell `start` through PATH cells (how far the path has grown)."""
+    flat = np.asarray(pred).reshape(-1)
+    seen = {start}
+    queue = deque([start])
+    while queue:
+        cur = queue.popleft()
+        r, c = divmod(cur, n)
+        for dr, dc in MOVES:
+            rr, cc = r + dr, c + dc
+            nxt = rr * n + cc
+            if 0 <= rr < n and 0 <= cc < n and flat[nxt] == PATH and nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return len(seen) - 1
+
+
 def valid_shortest(inputs: np.ndarray, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(B,) bool: the predicted path is valid and shortest (many shortest paths exist).
 
@@ -145,6 +162,26 @@ def valid_shortest(inputs: np.ndarray, predictions: np.ndarray, labels: np.ndarr
     for i in np.flatnonzero(ok & ~exact):
         out[i] = path_connects(predictions[i], n)
     return out
+
+
+def format_maze_step(tokens: np.ndarray, previous: np.ndarray | None, target_ok: bool | None = None,
+                     color: bool = True) -> str:
+    """One step of a solve: path cells added since `previous` drawn as '*' (bold yellow), the rest
+    as format_maze draws them."""
+    if previous is None:
+        return format_maze(tokens, target_ok, color)
+    n = side(len(tokens))
+    added = (np.asarray(tokens) == PATH) & (np.asarray(previous) != PATH)
+    chars = list(tokens_to_text(tokens))
+    style = "green" if target_ok in (True, None) else "red"
+    for i in range(len(chars)):
+        if added[i]:
+            chars[i] = "[bold yellow]*[/bold yellow]" if color else "*"
+        elif color and chars[i] == "o":
+            chars[i] = f"[{style}]o[/{style}]"
+        elif color and chars[i] in "SG":
+            chars[i] = f"[bold]{chars[i]}[/bold]"
+    return "\n".join("".join(chars[r * n:(r + 1) * n]) for r in range(n))
 
 
 def format_maze(tokens: np.ndarray, target_ok: bool | None = None, color: bool = True) -> str:

@@ -8,8 +8,9 @@ import numpy as np
 
 from trmlm.puzzles.maze.augment import augment_tokens
 from trmlm.puzzles.maze.data import generate_mazes_cached, load_maze_csv
-from trmlm.puzzles.maze.grid import (VOCAB_SIZE, format_maze, parse_maze, shortest_path, tokens_to_text,
-                               valid_shortest)
+from trmlm.puzzles.maze.grid import (GOAL, PATH, START, VOCAB_SIZE, format_maze, format_maze_step, parse_maze,
+                                     reached_along_path, shortest_path, side, tokens_to_text,
+                                     valid_shortest)
 from trmlm.puzzle.data import PuzzleData
 
 NAME = "maze"
@@ -94,6 +95,35 @@ def render(inputs: np.ndarray, prediction: np.ndarray, target: np.ndarray | None
            color: bool = True) -> str:
     ok = None if target is None else bool(score(inputs[None], prediction[None], target[None])[0])
     return format_maze(prediction, ok, color)
+
+
+def render_step(inputs: np.ndarray, prediction: np.ndarray, previous: np.ndarray | None,
+                target: np.ndarray | None = None, color: bool = True) -> str:
+    """`trm solve maze --show-steps`: the maze with the path cells added at this step as '*'."""
+    ok = None if target is None else bool(score(inputs[None], prediction[None], target[None])[0])
+    return format_maze_step(prediction, previous, ok, color)
+
+
+def step_note(inputs: np.ndarray, prediction: np.ndarray, previous: np.ndarray | None,
+              target: np.ndarray | None) -> str:
+    """How far the path has grown: path cells (+added -removed), of them connected to S and to G,
+    against the d - 1 cells of a shortest path, and whether it is valid and shortest yet."""
+    pred = np.asarray(prediction)
+    n = side(len(pred))
+    cells = int((pred == PATH).sum())
+    note = f"{cells} path cells"
+    if previous is not None:
+        prev = np.asarray(previous)
+        added, removed = int(((pred == PATH) & (prev != PATH)).sum()), int(((pred != PATH) & (prev == PATH)).sum())
+        note += f" (+{added} -{removed})"
+    from_s = reached_along_path(pred, n, int(np.flatnonzero(np.asarray(inputs) == START)[0]))
+    from_g = reached_along_path(pred, n, int(np.flatnonzero(np.asarray(inputs) == GOAL)[0]))
+    note += f"; {from_s} joined to S, {from_g} to G"
+    if target is not None:
+        note += f"; a shortest path has {int((np.asarray(target) == PATH).sum())}"
+        if bool(score(inputs[None], pred[None], target[None])[0]):
+            note += ": valid and shortest"
+    return note
 
 
 def to_text(tokens: np.ndarray) -> str:
