@@ -240,3 +240,25 @@ def test_task_end_to_end_and_depth_beyond_training(tmp_path):
     assert res.exit_code == 0, res.output
     sample = json.loads(res.stdout)["samples"][0]
     assert "\n" not in sample["text"] and (sample["stop_reason"] == "stop" or len(sample["text"]) == 30)
+
+
+def test_step_weights():
+    from trmlm.lm.train import step_weights
+
+    assert step_weights("equal", 3) == [1.0, 1.0, 1.0]
+    assert step_weights("linear", 3) == pytest.approx([0.5, 1.0, 1.5])
+    assert step_weights("last", 3) == [0.0, 0.0, 3.0]
+
+
+@pytest.mark.parametrize("kind,updates", [("last", 1), ("linear", 2)])  # lm-tiny: N_sup = 2
+def test_step_weights_in_training(tmp_path, kind, updates):
+    """step_weights=last trains only the last supervision step: one optimizer step per batch."""
+    from trmlm.lm.train import train_from_config
+    from trmlm.lm.config import load_lm_config
+    from trmlm.cli.common import configs_dir
+
+    cfg = load_lm_config("lm-tiny", [], ["data.task=add-2", "data.task_eval_problems=20", "train.train_steps=6",
+                                         f"step_weights={kind}", "halt.target=final", "train.eval_every=1000"],
+                         configs_dir())
+    trainer, _ = train_from_config(cfg, None)
+    assert trainer.tokens_seen == 6 // updates * cfg.train.batch_size * cfg.context

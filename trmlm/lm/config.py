@@ -105,6 +105,10 @@ class LMConfig:
     # the earlier tokens' states of step s-1 (straight-through: the cache keeps its value), so
     # earlier tokens learn to hand later ones what they need.
     cross_grad: bool = False
+    # Weight of supervision step s's cross-entropy (mean 1 over the N_sup steps): "equal" (the
+    # puzzle TRM); "linear" (w_s proportional to s: early steps are drafts, the last counts most);
+    # "last" (only step N_sup is trained; steps 1..N_sup-1 run without grad, as refinement warm-up).
+    step_weights: Literal["equal", "linear", "last"] = "equal"
     iso_layers: int = 0            # transformer-iso depth; 0 = model.effective_depth = T (n+1) layers
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=_default_train)

@@ -101,6 +101,15 @@ class StepResult:
     metrics: dict[str, float]
 
 
+def step_weights(kind: str, steps: int) -> list[float]:
+    """Per-supervision-step loss weights, mean 1 (LMConfig.step_weights)."""
+    if kind == "equal":
+        return [1.0] * steps
+    if kind == "linear":
+        return [steps * (s + 1) / sum(range(1, steps + 1)) for s in range(steps)]
+    return [0.0] * (steps - 1) + [float(steps)]
+
+
 def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     if mask is None:
         return values.mean()
@@ -211,21 +220,27 @@ class Trainer:
                                            cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
         logs, total = [], None
         S = cfg.model.max_sup_steps
+        weights = step_weights(cfg.step_weights, S)
         for s in range(S):
             if not per_batch and s > 0 and not self._budget_left():
                 break
+            last = s == S - 1
             with self.runtime.autocast():
                 x = model.embed_tokens(inp)
                 new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
-                                        committed=committed, cross_grad=cfg.cross_grad)
+                                        committed=committed, cross_grad=cfg.cross_grad,
+                                        grad="last_cycle" if weights[s] > 0 else "none")
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L)
-                q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history, last=s == S - 1)
-                loss = _masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
-            if per_batch:
-                total = loss / S if total is None else total + loss / S
-            else:
-                self._update(loss)
+                q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history, last=last)
+                loss = cfg.train.halt_loss_weight * q_loss
+                if weights[s] > 0:
+                    loss = loss + weights[s] * _masked_mean(ce, mask)
+            if loss.requires_grad:  # (not a warm-up step of step_weights=last with nothing to train)
+                if per_batch:
+                    total = loss / S if total is None else total + loss / S
+                else:
+                    self._update(loss)
             with torch.no_grad():
                 halt_p = torch.sigmoid(model.halt_logit(new.y)).mean()
             logs.append({"loss": float(_masked_mean(ce.detach(), mask)), "q_loss": float(q_loss.detach()),
