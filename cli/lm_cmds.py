@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from trmlm.cli.common import DeviceOpt, ThreadsOpt, check_output_dir, metrics_table
+from trmlm.cli.common import DeviceOpt, ThreadsOpt, check_output_dir, check_output_file, metrics_table
 
 from trmlm.cli.common import (DeepSpeedOpt, LoggerOpt, NprocOpt, OverwriteOpt, ResumeOpt, configs_dir, err,
                         make_run_logger, out, parallel_setup, prepare_run_dir, user_errors)
@@ -246,6 +246,7 @@ def generate_cmd(
                                stop=[_unescape(s) for s in stop] or lm.generation.stop, no_halting=no_halting,
                                cache=cache)
     model = lm.model.to(rt.device)
+    html = check_output_file(html, "--html") if html is not None else None  # before generating
     n_sup = lm.cfg.model.max_sup_steps if lm.cfg.arch == "trm" else 0
     if n_sup:
         gcfg.validate(n_sup)  # a bad option is an error before any warning

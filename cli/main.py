@@ -64,7 +64,7 @@ def main() -> None:
     except exceptions.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (KeyboardInterrupt, EOFError, _click.Abort):
+    except (KeyboardInterrupt, EOFError, typer.Abort):
         print("error: aborted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -142,6 +142,7 @@ def solve_cmd(
     mod = get_task(task)
     if steps is not None and not 1 <= steps <= MAX_SOLVE_STEPS:
         raise TRMError(f"--steps must lie in 1..{MAX_SOLVE_STEPS}, got {steps}")
+    html = check_output_file(html, "--html") if html is not None else None  # before any work
     tokens = mod.parse_input(_read_puzzle_arg(puzzle))
     model, run, _ = load_model(checkpoint, task)
     if len(tokens) != model.cfg.seq_len:
@@ -220,6 +221,7 @@ def eval_puzzle_cmd(
     png = check_output_file(png, "--png", ".png") if png is not None else None  # the real name
     if submission is not None:
         check_output_file(submission, "--submission")
+    html = check_output_file(html, "--html") if html is not None else None
     model, run, _ = load_model(checkpoint, task)
     if source is not None and not hasattr(run.data, "source"):
         raise TRMError(f"--source does not apply to {task}; use a config with data.eval_sets")

@@ -365,6 +365,8 @@ CASES = [
          "A", "--max-new-tokens", "1000000000"], needle="--max-new-tokens must be <= 1,000,000"),
     Case("g06b_maxsteps_huge", "--max-steps 100000", ["generate", "--checkpoint", LM, "--prompt", "A",
          "--max-steps", "100000"], needle="--max-steps 100000 is more than 4 x the trained N_sup"),
+    Case("g14_html_under_file", "--html under an existing file", ["generate", "--checkpoint", LM, "--prompt", "A",
+         "--html", "afile/page.html"], needle="is a file, not a directory", setup=lambda ws, d: (d / "afile").write_text("x")),
     Case("g07_temp_neg", "--temperature -1", ["generate", "--checkpoint", LM, "--prompt", "A", "--temperature", "-1"],
          needle="--temperature must be"),
     Case("g08_topp15", "--top-p 1.5", ["generate", "--checkpoint", LM, "--prompt", "A", "--top-p", "1.5"],
