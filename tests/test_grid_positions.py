@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from trmlm.config import TRMConfig
-from trmlm.layers import apply_rope
-from trmlm.puzzle.model import TRMPuzzleModel, grid_indices, grid_rope_tables
+from trmlm.layers import AttnContext, Attention, apply_rope
+from trmlm.puzzle.model import TRMPuzzleModel, grid_indices, grid_relations, grid_rope_tables
 
 
 def cfg(**kw) -> TRMConfig:
@@ -24,8 +24,9 @@ def test_default_is_off():
     (dict(pos_encoding="grid", seq_len=80), "not a square"),
     (dict(pos_encoding="grid_rope", seq_len=12), "not a square"),
     (dict(pos_encoding="grid", grid_box=4), "divide the grid side"),
-    (dict(pos_encoding="grid_rope", grid_box=3), "only to pos_encoding: grid"),
-    (dict(pos_encoding="rope", grid_box=3), "only to pos_encoding: grid"),
+    (dict(pos_encoding="grid_rope", grid_box=3), "only to pos_encoding grid or grid_bias"),
+    (dict(pos_encoding="rope", grid_box=3), "only to pos_encoding grid or grid_bias"),
+    (dict(pos_encoding="grid_bias", seq_len=50), "not a square"),
     (dict(pos_encoding="grid_rope", d_model=24, n_heads=4), "divisible by 4"),
 ])
 def test_bad_grid_configs_refused(kw, message):
@@ -95,3 +96,44 @@ def test_grid_rope_model_runs_and_uses_the_tables():
     assert out.logits.shape == (2, 81, 11)
     # no learned position parameters: the grid enters through the rotation only
     assert not any("emb" in n and n != "embed.weight" for n, _ in model.named_parameters())
+
+
+def test_grid_relations_offsets_and_boxes():
+    offset, same_box = grid_relations(9, 3)
+    at = lambda r, c: r * 9 + c  # noqa: E731
+    # the same (row, column) offset anywhere shares one table entry; other offsets do not
+    assert offset[at(1, 2), at(3, 7)] == offset[at(4, 0), at(6, 5)]
+    assert offset[at(0, 8), at(1, 0)] != offset[at(0, 0), at(0, 1)]
+    assert offset[at(4, 4), at(4, 4)] == 8 * 17 + 8 and int(offset.max()) == 17 * 17 - 1
+    assert same_box[at(0, 0), at(2, 2)] == 1 and same_box[at(0, 2), at(0, 3)] == 0
+    assert same_box.sum(-1).tolist() == [9.0] * 81
+
+
+def test_grid_bias_reaches_the_attention_logits():
+    model = TRMPuzzleModel(cfg(pos_encoding="grid_bias", grid_box=3, puzzle_emb_len=2))
+    with torch.no_grad():
+        model.box_bias.fill_(3.0)
+        model.rel_bias[1, 8 * 17 + 9] = -2.0  # head 1: offset (0, -1): key one column left
+    bias = model.grid_bias()
+    assert bias.shape == (4, 83, 83)
+    assert torch.all(bias[:, :2] == 0) and torch.all(bias[:, :, :2] == 0)  # prefix: no bias
+    q, k = 2 + 0 * 9 + 1, 2 + 0 * 9 + 0  # query (0, 1), key (0, 0): same box, offset (0, -1)
+    assert bias[0, q, k] == 3.0 and bias[1, q, k] == 1.0
+    # the bias is what SDPA adds: a hand-written softmax with it gives the same output
+    attn = Attention(model.cfg)
+    h = torch.randn(2, 83, 32)
+    out, _ = attn(h, AttnContext(bias=bias), None)
+    qkv = attn.qkv(h).view(2, 83, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    w = torch.softmax(qkv[0] @ qkv[1].transpose(-1, -2) / 8 ** 0.5 + bias, -1)
+    ref = attn.out((w @ qkv[2]).transpose(1, 2).reshape(2, 83, 32))
+    assert torch.allclose(out, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="full self-mask"):
+        attn(h, AttnContext(self_mask="causal", bias=bias), None)
+
+
+def test_grid_bias_learns_from_zero():
+    model = TRMPuzzleModel(cfg(pos_encoding="grid_bias", grid_box=3))
+    assert torch.all(model.rel_bias == 0) and torch.all(model.box_bias == 0)
+    out = model(model.initial_state(3), torch.randint(1, 11, (3, 81)))
+    out.logits.square().sum().backward()
+    assert model.rel_bias.grad.abs().sum() > 0 and model.box_bias.grad.abs().sum() > 0

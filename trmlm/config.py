@@ -24,11 +24,12 @@ class TRMConfig:
     n_layers: int = 2                      # blocks in f
     expansion: float = 4.0                 # SwiGLU expansion
     mixer: Literal["attention", "mlp"] = "attention"  # token mixing: attention, or MLP over positions
-    pos_encoding: Literal["rope", "learned", "none", "grid", "grid_rope"] = "rope"
+    pos_encoding: Literal["rope", "learned", "none", "grid", "grid_rope", "grid_bias"] = "rope"
     # grid: learned row + column (+ box) embeddings added to the input; grid_rope: 2-D RoPE (half
-    # the rotary pairs turn with the row, half with the column). Both read seq_len as a square
-    # grid, row-major (puzzles only; docs/sudoku.md). Not in the paper.
-    grid_box: int = 0                      # box side for "grid" (Sudoku: 3); 0 = no box embedding
+    # the rotary pairs turn with the row, half with the column); grid_bias: a learned per-head
+    # bias on the attention logits for each (row, column) offset (+ one for "same box"). All read
+    # seq_len as a square grid, row-major (puzzles only; docs/sudoku.md). Not in the paper.
+    grid_box: int = 0                      # box side for grid / grid_bias (Sudoku: 3); 0 = no boxes
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     n_latent: int = 6                      # n: latent steps z = f(x + y + z) per cycle
@@ -57,13 +58,13 @@ class TRMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.pos_encoding == "grid_rope" and self.head_dim % 4:
             raise ValueError("2-D RoPE (grid_rope) needs a head dimension divisible by 4")
-        if self.pos_encoding in ("grid", "grid_rope") and self.grid_side ** 2 != self.seq_len:
+        if self.pos_encoding.startswith("grid") and self.grid_side ** 2 != self.seq_len:
             raise ValueError(f"pos_encoding {self.pos_encoding} needs a square grid: seq_len "
                              f"{self.seq_len} is not a square")
         if self.grid_box < 0 or (self.grid_box and self.grid_side % self.grid_box):
             raise ValueError(f"grid_box {self.grid_box} must be 0 or divide the grid side {self.grid_side}")
-        if self.grid_box and self.pos_encoding != "grid":
-            raise ValueError("grid_box applies only to pos_encoding: grid")
+        if self.grid_box and self.pos_encoding not in ("grid", "grid_bias"):
+            raise ValueError("grid_box applies only to pos_encoding grid or grid_bias")
         if self.puzzle_emb_len < 0:
             raise ValueError("puzzle_emb_len must be >= 0")
         if not 0.0 <= self.halt_exploration <= 1.0:

@@ -66,12 +66,15 @@ class AttnContext:
     rope: (cos, sin) tables for the L query positions, or None.
     prefix: per layer, committed (K, V) of shape (B, H, P, Dh) that every query may read, or None.
     prefix_mask: (L, P) bool, True = query l may read prefix entry p; None = all visible.
+    bias: (H, L, L) float added to the attention logits (puzzles' 2-D relative position bias), or
+        None; only with self_mask "full" and no prefix.
     """
 
     self_mask: SelfMask = "full"
     rope: tuple[Tensor, Tensor] | None = None
     prefix: list[KV] | None = None
     prefix_mask: Tensor | None = None
+    bias: Tensor | None = None
 
 
 def _self_mask_matrix(kind: SelfMask, length: int, device: torch.device) -> Tensor | None:
@@ -116,7 +119,11 @@ class Attention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         own = (k, v)
         mask = _self_mask_matrix(ctx.self_mask, L, h.device)
-        if prefix is not None:
+        if ctx.bias is not None:
+            if prefix is not None or ctx.self_mask != "full":
+                raise ValueError("an attention bias needs a full self-mask and no K/V prefix")
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.bias.to(q.dtype))
+        elif prefix is not None:
             pk, pv = prefix
             P = pk.shape[2]
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (B, H, P + L, Dh)

@@ -36,6 +36,16 @@ def grid_indices(side: int, box: int) -> tuple[Tensor, Tensor, Tensor]:
     return rows, cols, boxes
 
 
+def grid_relations(side: int, box: int) -> tuple[Tensor, Tensor]:
+    """For every pair of cells: the index of its (row, column) offset in a (2N-1)^2 table, and
+    whether the two share a box (all False when box is 0). (L, L) each."""
+    rows, cols, boxes = grid_indices(side, box)
+    dr = rows[:, None] - rows[None] + side - 1  # (L, L) in 0..2N-2
+    dc = cols[:, None] - cols[None] + side - 1
+    same_box = (boxes[:, None] == boxes[None]) if box else torch.zeros(dr.shape, dtype=torch.bool)
+    return dr * (2 * side - 1) + dc, same_box.float()
+
+
 def grid_rope_tables(side: int, prefix: int, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """2-D RoPE tables (P + L, Dh/2) for apply_rope: the first half of the rotary pairs turns with
     the cell's row, the second half with its column, so q.k depends on (row, column) offsets.
@@ -78,6 +88,18 @@ class TRMPuzzleModel(nn.Module):
             for name, index in zip(("grid_rows", "grid_cols", "grid_boxes"),
                                    grid_indices(side, cfg.grid_box)):
                 self.register_buffer(name, index, persistent=False)
+        if cfg.pos_encoding == "grid_bias" and cfg.mixer == "attention":
+            # Swin-style relative position bias in 2-D: one learned logit per head for every
+            # (row, column) offset, plus one for "same box"; zero at init (plain attention). Each
+            # entry is shared by all cell pairs at that offset, so its gradient is the sum over
+            # them: the constraint groups are found in a few hundred steps (docs/sudoku.md).
+            side = cfg.grid_side
+            self.rel_bias = nn.Parameter(torch.zeros(cfg.n_heads, (2 * side - 1) ** 2))
+            offset, same_box = grid_relations(side, cfg.grid_box)
+            self.register_buffer("grid_offset", offset, persistent=False)
+            if cfg.grid_box:
+                self.box_bias = nn.Parameter(torch.zeros(cfg.n_heads))
+                self.register_buffer("grid_same_box", same_box, persistent=False)
         if cfg.pos_encoding == "grid_rope" and cfg.mixer == "attention":
             cos, sin = grid_rope_tables(cfg.grid_side, cfg.puzzle_emb_len, cfg.head_dim, cfg.rope_theta)
             self.register_buffer("grid_cos", cos, persistent=False)
@@ -145,7 +167,16 @@ class TRMPuzzleModel(nn.Module):
             rope = self.rotary.tables(torch.arange(self.cfg.total_len, device=device))
         elif hasattr(self, "grid_cos"):
             rope = (self.grid_cos, self.grid_sin)
-        return AttnContext(self_mask="full", rope=rope)
+        return AttnContext(self_mask="full", rope=rope,
+                           bias=self.grid_bias() if hasattr(self, "rel_bias") else None)
+
+    def grid_bias(self) -> Tensor:
+        """(H, P + L, P + L) attention-logit bias: per (row, column) offset, + box; 0 at the prefix."""
+        bias = self.rel_bias[:, self.grid_offset]  # (H, L, L)
+        if hasattr(self, "box_bias"):
+            bias = bias + self.box_bias[:, None, None] * self.grid_same_box
+        P = self.cfg.puzzle_emb_len
+        return torch.nn.functional.pad(bias, (P, 0, P, 0)) if P else bias
 
     def initial_state(self, batch: int, device: torch.device | None = None) -> RecursionState:
         """The fixed initial (y, z) vectors broadcast to (B, P + L, D)."""
