@@ -11,9 +11,10 @@ layers, one TRM supervision step's FLOPs per token), and the chain-of-thought tr
 same-size transformer trained on the task's `-cot` form, which writes a scratchpad before the
 answer). Every model is scored on the same held-out *test* problems (kept out of training; tuning
 used the separate validation set) by greedy sequential decoding with the real KV cache; the TRM
-also at depth 1, N_sup and 2 N_sup and with learned halting against random exits
-(`trm bench --adaptive-compute`). Each run is a `trm` command; with `--lock FILE` every run waits
-for that flock (one heavy job at a time on a shared machine). Writes a table and
+also at every fixed depth 1..4 N_sup (the depth curve; beyond N_sup is test-time depth the model
+was never trained at) and with learned halting against random exits (`trm bench
+--adaptive-compute`). Each run is a `trm` command; with `--lock FILE` every run waits for that
+flock (one heavy job at a time on a shared machine). Writes a table and
 benchmarks/results/lm_tasks.json (rows merged by (task, model, budget)).
 """
 
@@ -55,12 +56,18 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
 
 def train(args: argparse.Namespace, name: str, model: str, task: str, extra: list[str]) -> dict[str, Any]:
     out = Path(args.runs) / name
-    if not (args.reuse and (out / "meta.json").is_file()):
+    if not (args.reuse and _finished(out)):
         run(args, "train-lm", "--preset", args.preset, "--task", task, "--model", model, "--out", str(out),
             "--overwrite", "--quiet", "--set", f"train.threads={args.threads}",
             "--set", "budget_clock=cpu", *sum((["--set", s] for s in extra), []))
     meta = json.loads((out / "meta.json").read_text())
     return {"dir": str(out), "meta": meta}
+
+
+def _finished(out: Path) -> bool:
+    """A run that trained to its end (meta.json is also written at every validation mid-run)."""
+    meta = out / "meta.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("finished", False)
 
 
 def score(args: argparse.Namespace, ckpt: str, task: str, *flags: str) -> dict[str, Any]:
@@ -75,7 +82,7 @@ def row(task: str, model: str, budget: str, trained: dict[str, Any], rep: dict[s
             "train_tokens": meta.get("train_tokens"), "optimizer_steps": meta["step"],
             "cpu_minutes": round(meta["train_cpu_seconds"] / 60, 2),
             "exact_acc": rep["exact_acc"],
-            "exact_acc_per_rung": {k: v["exact_acc"] for k, v in rep["per_rung"].items()},
+            "exact_acc_per_rung": {k.removesuffix("-cot"): v["exact_acc"] for k, v in rep["per_rung"].items()},
             "tokens_per_answer": rep["tokens_per_answer"],
             "kv_bytes_per_answer": sum(v["kv_bytes_per_answer"] * v["problems"] for v in rep["per_rung"].values())
             / rep["problems"],
@@ -96,7 +103,7 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "lm_tasks"))
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--lock", default="", help="flock file every run waits for")
-    p.add_argument("--reuse", action="store_true", help="keep finished runs (their meta.json exists)")
+    p.add_argument("--reuse", action="store_true", help="keep runs that trained to their end (meta.json says finished)")
     p.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.5,0.7,0.9")
     args = p.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -109,13 +116,14 @@ def main() -> None:
         rep = score(args, trm["dir"], args.task)
         bench_dir = Path(trm["dir"]) / "bench"
         run(args, "bench", "--adaptive-compute", "--checkpoint", trm["dir"], "--task", args.task,
-            "--problems", str(args.problems), "--max-steps", str(2 * rep["max_steps"]), "--out",
+            "--problems", str(args.problems), "--max-steps", str(4 * rep["max_steps"]), "--out",
             str(bench_dir), "--quiet", "--thresholds", args.thresholds, "--threads", str(args.threads))
         ada = json.loads((bench_dir / "task_report.json").read_text())
         r = row(args.task, "trm", "equal_cpu", trm, rep)
         r.update(n_sup=ada["n_sup"], exact_acc_depth1=ada["exact_acc_depth1"],
                  exact_acc_full_depth=ada["exact_acc_full_depth"],
                  exact_acc_2x_depth=ada.get("exact_acc_2x_depth"), halt_exact_acc=ada["halt_exact_acc"],
+                 exact_acc_by_depth={int(x["param"]): x["exact_acc"] for x in ada["rows"] if x["kind"] == "fixed"},
                  halt_mean_steps=ada["halt_mean_steps"], halt_operating_point=ada["operating_point"],
                  steps_hard=ada["steps_hard"], steps_easy=ada["steps_easy"],
                  halt_beats_random=ada["halt_beats_random"], halt_targets=ada["targets"],

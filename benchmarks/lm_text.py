@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_tasks import ROOT, run  # noqa: E402  (the same run / lock helpers)
+from lm_tasks import ROOT, _finished, run  # noqa: E402  (the same run / lock / reuse helpers)
 
 RESULTS = ROOT / "benchmarks" / "results" / "lm_text.json"
 
 
 def train(args: argparse.Namespace, name: str, model: str, extra: list[str]) -> dict[str, Any]:
     out = Path(args.runs) / name
-    if not (args.reuse and (out / "meta.json").is_file()):
+    if not (args.reuse and _finished(out)):
         run(args, "train-lm", "--preset", args.preset, "--model", model, "--out", str(out), "--overwrite",
             "--quiet", "--set", f"train.threads={args.threads}", "--set", "budget_clock=cpu",
             *sum((["--set", s] for s in [*args.common_set, *extra]), []))

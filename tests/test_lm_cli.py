@@ -21,7 +21,7 @@ def test_train_lm_writes_a_complete_checkpoint(lm_ckpt):
     names = {p.name for p in lm_ckpt.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json"} <= names
     meta = json.loads((lm_ckpt / "meta.json").read_text())
-    assert meta["step"] == 4 and meta["arch"] == "trm"
+    assert meta["step"] == 4 and meta["arch"] == "trm" and meta["finished"] is True
     assert 0 < meta["metrics"]["bpc_sequential"] < 10
 
 

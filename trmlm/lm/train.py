@@ -311,7 +311,9 @@ class Trainer:
         self.model.train()
         return prompt + done[0].text
 
-    def save(self, metrics: dict[str, Any]) -> Path | None:
+    def save(self, metrics: dict[str, Any], finished: bool = False) -> Path | None:
+        """The EMA/eval weights + meta; `finished` marks the save at the end of training (a run
+        whose meta says finished: false was stopped mid-way, e.g. killed after a validation)."""
         if self.out_dir is None:
             return None
         weights = self.eval_model().state_dict()
@@ -319,7 +321,8 @@ class Trainer:
         meta = {"step": self.step, "train_tokens": self.tokens_seen, "train_seconds": round(self.train_seconds, 1),
                 "train_cpu_seconds": round(self.train_cpu_seconds, 1),
                 "arch": self.cfg.arch, "parameters": self.model.num_parameters(),
-                "metrics": metrics, "history": self.history, "provenance": provenance(self.runtime.device)}
+                "metrics": metrics, "history": self.history, "provenance": provenance(self.runtime.device),
+                "finished": finished}
         return save_lm(self.out_dir, weights, self.cfg, self.tokenizer, meta)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -450,7 +453,7 @@ class Trainer:
         if sample:
             self.reporter.message(("final sample:\n" if final else "sample:\n") + sample)
             metrics["sample"] = sample
-        self.save(metrics)
+        self.save(metrics, finished=final)
         return metrics
 
 
