@@ -153,25 +153,33 @@ def _tokens_per_step(args: argparse.Namespace) -> int:
     return cfg.train.batch_size * cfg.context
 
 
-def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+def merge_report(args: argparse.Namespace, benchmark: str, key_fields: tuple[str, ...],
+                 rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge `rows` into the JSON at args.out (a row replaces the old one with the same key
+    fields), stamp hardware and command, write it, and return the report."""
     from trmlm.bench.common import hardware, write_json
 
     path = Path(args.out)
     old = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
-    key = lambda r: (r["task"], r["model"], r["budget"])  # noqa: E731
+    key = lambda r: tuple(r[k] for k in key_fields)  # noqa: E731
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in rows})
-    report = {"benchmark": "lm_tasks", "hardware": dict(hardware("cpu"), threads=args.threads),
-              "command": " ".join(["python", "benchmarks/lm_tasks.py", *sys.argv[1:]]),
+    report = {"benchmark": benchmark, "hardware": dict(hardware("cpu"), threads=args.threads),
+              "command": " ".join(["python", f"benchmarks/{benchmark}.py", *sys.argv[1:]]),
               "rows": sorted(merged.values(), key=key)}
     write_json(path, report)
+    return report
+
+
+def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    report = merge_report(args, "lm_tasks", ("task", "model", "budget"), rows)
     print(f"\n{'task':12s} {'model':16s} {'budget':12s} {'exact':>6s} {'tokens':>9s} {'CPU min':>7s} "
           f"{'tok/ans':>7s} {'KV B/ans':>8s} {'MFLOP/ans':>9s}")
     for r in report["rows"]:
         print(f"{r['task']:12s} {r['model']:16s} {r['budget']:12s} {r['exact_acc']:6.3f} "
               f"{r['train_tokens'] or 0:9d} {r['cpu_minutes']:7.2f} {r['tokens_per_answer']:7.1f} "
               f"{r['kv_bytes_per_answer']:8.0f} {r['flops_per_answer'] / 1e6:9.2f}")
-    print(f"wrote {path}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lm_tasks import ROOT, _finished, run  # noqa: E402  (the same run / lock / reuse helpers)
+from lm_tasks import ROOT, _finished, merge_report, run  # noqa: E402  (the same run / reuse / JSON helpers)
 
 RESULTS = ROOT / "benchmarks" / "results" / "lm_text.json"
 
@@ -82,22 +82,12 @@ def main() -> None:
 
 
 def write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
-    from trmlm.bench.common import hardware, write_json
-
-    path = Path(args.out)
-    old = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
-    key = lambda r: (r["data"], r["model"], r["budget"])  # noqa: E731
-    merged = {key(r): r for r in old}
-    merged.update({key(r): r for r in rows})
-    report = {"benchmark": "lm_text", "hardware": dict(hardware("cpu"), threads=args.threads),
-              "command": " ".join(["python", "benchmarks/lm_text.py", *sys.argv[1:]]),
-              "rows": sorted(merged.values(), key=key)}
-    write_json(path, report)
+    report = merge_report(args, "lm_text", ("data", "model", "budget"), rows)
     print(f"\n{'data':20s} {'model':12s} {'budget':12s} {'bits/char':>9s} {'tokens':>9s} {'CPU min':>7s}")
     for r in report["rows"]:
         print(f"{r['data']:20s} {r['model']:12s} {r['budget']:12s} {r['bpc_sequential']:9.3f} "
               f"{r['train_tokens'] or 0:9d} {r['cpu_minutes']:7.2f}")
-    print(f"wrote {path}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

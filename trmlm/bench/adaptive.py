@@ -154,6 +154,22 @@ def random_exit(mean: float, max_steps: int, seed: int) -> Exit:
                 lambda: RandomExit(max_steps, mean_depth=mean, generator=torch.Generator().manual_seed(seed)))
 
 
+def add_random_controls(rows: list[dict[str, Any]], max_steps: int, seed: int,
+                        measure: Callable[[Exit], None]) -> None:
+    """The control for every learned threshold's row: a random exit of the same mean depth, named
+    in r["random_same_mean"] (at an integer mean depth d that is the fixed depth d, already
+    measured); `measure` runs each random exit not yet in `rows` and appends its row."""
+    for r in [r for r in rows if r["kind"] == "learned"]:
+        m = min(max(r["steps_mean"], 1.0), float(max_steps))
+        if abs(m - round(m)) < 0.005:
+            r["random_same_mean"] = f"fixed {round(m)}"
+            continue
+        ex = random_exit(m, max_steps, seed)
+        r["random_same_mean"] = ex.name
+        if ex.name not in {x["name"] for x in rows}:
+            measure(ex)
+
+
 def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token: float,
                        settings: AdaptiveSettings, console: Console | None = None,
                        progress: bool = True) -> dict[str, Any]:
@@ -183,21 +199,14 @@ def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token
             rows.append(summarize(ex, run, model, chars_per_token, max_steps, bytes_per_token))
             bar.advance(task, per_exit)
 
+        def control(ex: Exit) -> None:
+            bar.update(task, total=bar.tasks[0].total + per_exit)
+            exits.append(ex)
+            measure(ex)
+
         for ex in exits:
             measure(ex)
-        # The control for every learned threshold: a random exit of the same mean depth (at an
-        # integer mean depth d that is the fixed depth d, already measured).
-        for r in [r for r in rows if r["kind"] == "learned"]:
-            m = min(max(r["steps_mean"], 1.0), float(max_steps))
-            if abs(m - round(m)) < 0.005:
-                r["random_same_mean"] = f"fixed {round(m)}"
-                continue
-            ex = random_exit(m, max_steps, settings.seed)
-            r["random_same_mean"] = ex.name
-            if ex.name not in runs:
-                bar.update(task, total=bar.tasks[0].total + per_exit)
-                exits.append(ex)
-                measure(ex)
+        add_random_controls(rows, max_steps, settings.seed, control)
     by_name = {r["name"]: r for r in rows}
     for r in rows:
         if r["kind"] == "learned":

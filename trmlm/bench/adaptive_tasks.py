@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from trmlm.bench.adaptive import AdaptiveSettings, Exit, exits_for, random_exit
+from trmlm.bench.adaptive import AdaptiveSettings, Exit, add_random_controls, exits_for
 from trmlm.bench.common import hardware
 from trmlm.errors import TRMError
 from trmlm.lm.halting import HaltPolicy
@@ -73,21 +73,14 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
             bar.advance(job)
             return rows[-1]
 
+        def control(ex: Exit) -> None:
+            bar.update(job, total=bar.tasks[0].total + 1)
+            exits.append(ex)
+            measure(ex)
+
         for ex in exits:
             measure(ex)
-        names = {r["name"] for r in rows}
-        for r in [r for r in rows if r["kind"] == "learned"]:
-            m = min(max(r["steps_mean"], 1.0), float(n_sup))
-            if abs(m - round(m)) < 0.005:
-                r["random_same_mean"] = f"fixed {round(m)}"
-                continue
-            ex = random_exit(m, n_sup, settings.seed)
-            r["random_same_mean"] = ex.name
-            if ex.name not in names:
-                bar.update(job, total=bar.tasks[0].total + 1)
-                exits.append(ex)
-                measure(ex)
-                names.add(ex.name)
+        add_random_controls(rows, n_sup, settings.seed, control)
     by_name = {r["name"]: r for r in rows}
     learned = [r for r in rows if r["kind"] == "learned"]
     for r in learned:

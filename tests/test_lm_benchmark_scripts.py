@@ -1,0 +1,47 @@
+"""The LM benchmark scripts end to end on the tiny preset (slow: each trains several models)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> None:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_lm_tasks_rows_and_reuse(tmp_path):
+    out, runs = tmp_path / "lm_tasks.json", tmp_path / "runs"
+    cmd = ["benchmarks/lm_tasks.py", "--task", "add-2", "--preset", "lm-tiny", "--minutes", "0.05",
+           "--problems", "12", "--thresholds", "0.5", "--runs", str(runs), "--out", str(out)]
+    _run(*cmd, "--models", "trm,transformer")
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["model"], r["budget"]) for r in rows} == {
+        ("trm", "equal_cpu"), ("trm", "equal_tokens"), ("transformer", "equal_cpu"), ("transformer", "equal_tokens")}
+    trm = next(r for r in rows if r["model"] == "trm")
+    tokens = next(r for r in rows if r["model"] == "transformer" and r["budget"] == "equal_tokens")
+    assert tokens["train_tokens"] >= trm["train_tokens"] > 0  # the transformer gets the TRM's tokens
+    assert set(trm["exact_acc_by_depth"]) == {str(d) for d in range(1, 4 * trm["n_sup"] + 1)}
+    assert json.loads((runs / "add-2-trm" / "meta.json").read_text())["finished"] is True
+    stamp = (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns
+    _run(*cmd, "--models", "transformer-cot", "--reuse")  # reuses the finished TRM run
+    assert (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns == stamp
+    rows = json.loads(out.read_text())["rows"]
+    cot = next(r for r in rows if r["model"] == "transformer-cot" and r["budget"] == "equal_tokens")
+    assert set(cot["exact_acc_per_rung"]) == {"add-2"} and len(rows) == 6
+
+
+def test_lm_text_rows(tmp_path):
+    out = tmp_path / "lm_text.json"
+    _run("benchmarks/lm_text.py", "--preset", "lm-tiny", "--minutes", "0.05", "--tokens", "128",
+         "--runs", str(tmp_path / "runs"), "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["model"], r["budget"]) for r in rows} == {
+        ("trm", "equal_cpu"), ("trm", "equal_tokens"), ("transformer", "equal_cpu"), ("transformer", "equal_tokens")}
+    assert all(0 < r["bpc_sequential"] < 10 for r in rows)
