@@ -92,7 +92,7 @@ class TRMPuzzleModel(nn.Module):
             # Swin-style relative position bias in 2-D: one learned logit per head for every
             # (row, column) offset, plus one for "same box"; zero at init (plain attention). Each
             # entry is shared by all cell pairs at that offset, so its gradient is the sum over
-            # them: the constraint groups are found in a few hundred steps (docs/sudoku.md).
+            # them (measured against 1-D RoPE on Sudoku in docs/baselines.md).
             side = cfg.grid_side
             self.rel_bias = nn.Parameter(torch.zeros(cfg.n_heads, (2 * side - 1) ** 2))
             offset, same_box = grid_relations(side, cfg.grid_box)
