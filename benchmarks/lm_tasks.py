@@ -156,17 +156,19 @@ def _tokens_per_step(args: argparse.Namespace) -> int:
 def merge_report(args: argparse.Namespace, benchmark: str, key_fields: tuple[str, ...],
                  rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge `rows` into the JSON at args.out (a row replaces the old one with the same key
-    fields), stamp hardware and command, write it, and return the report."""
+    fields), stamp hardware and command (the report's: the latest; each row's: its own), write
+    it, and return the report."""
     from trmlm.bench.common import hardware, write_json
 
     path = Path(args.out)
+    command = " ".join(["python", f"benchmarks/{benchmark}.py", *sys.argv[1:]])
+    rows = [dict(r, command=command) for r in rows]  # merged files mix invocations: each row says its own
     old = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
     key = lambda r: tuple(r[k] for k in key_fields)  # noqa: E731
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in rows})
     report = {"benchmark": benchmark, "hardware": dict(hardware("cpu"), threads=args.threads),
-              "command": " ".join(["python", f"benchmarks/{benchmark}.py", *sys.argv[1:]]),
-              "rows": sorted(merged.values(), key=key)}
+              "command": command, "rows": sorted(merged.values(), key=key)}
     write_json(path, report)
     return report
 

@@ -35,6 +35,7 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     cot = next(r for r in rows if r["model"] == "transformer-cot" and r["budget"] == "equal_tokens")
     assert set(cot["exact_acc_per_rung"]) == {"add-2"} and len(rows) == 6
+    assert {r["command"].split("--models ")[1].split()[0] for r in rows} == {"trm,transformer", "transformer-cot"}
 
 
 def test_lm_text_rows(tmp_path):
