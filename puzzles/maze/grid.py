@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -67,6 +68,15 @@ def parse_maze(text: str, size: int | None = None) -> np.ndarray:
     return tok
 
 
+def _neighbours(cell: int, n: int) -> Iterator[int]:
+    """The flat indices of the in-grid cells one move from `cell` on an n x n grid."""
+    r, c = divmod(cell, n)
+    for dr, dc in MOVES:
+        rr, cc = r + dr, c + dc
+        if 0 <= rr < n and 0 <= cc < n:
+            yield rr * n + cc
+
+
 def bfs_parents(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
     """BFS from S over non-wall cells: (dist (N, N) with -1 unreached, parent index, s, g)."""
     n = side(len(tokens))
@@ -80,15 +90,11 @@ def bfs_parents(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
     flat = grid.reshape(-1)
     while queue:
         cur = queue.popleft()
-        r, c = divmod(cur, n)
-        for dr, dc in MOVES:
-            rr, cc = r + dr, c + dc
-            if 0 <= rr < n and 0 <= cc < n:
-                nxt = rr * n + cc
-                if dist[nxt] < 0 and flat[nxt] != WALL:
-                    dist[nxt] = dist[cur] + 1
-                    parent[nxt] = cur
-                    queue.append(nxt)
+        for nxt in _neighbours(cur, n):
+            if dist[nxt] < 0 and flat[nxt] != WALL:
+                dist[nxt] = dist[cur] + 1
+                parent[nxt] = cur
+                queue.append(nxt)
     return dist.reshape(n, n), parent, s, g
 
 
@@ -113,17 +119,12 @@ def path_connects(pred: np.ndarray, n: int) -> bool:
     seen = {s}
     queue = deque([s])
     while queue:
-        cur = queue.popleft()
-        r, c = divmod(cur, n)
-        for dr, dc in MOVES:
-            rr, cc = r + dr, c + dc
-            if 0 <= rr < n and 0 <= cc < n:
-                nxt = rr * n + cc
-                if flat[nxt] == GOAL:
-                    return True
-                if flat[nxt] == PATH and nxt not in seen:
-                    seen.add(nxt)
-                    queue.append(nxt)
+        for nxt in _neighbours(queue.popleft(), n):
+            if flat[nxt] == GOAL:
+                return True
+            if flat[nxt] == PATH and nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
     return False
 
 
@@ -133,12 +134,8 @@ def reached_along_path(pred: np.ndarray, n: int, start: int) -> int:
     seen = {start}
     queue = deque([start])
     while queue:
-        cur = queue.popleft()
-        r, c = divmod(cur, n)
-        for dr, dc in MOVES:
-            rr, cc = r + dr, c + dc
-            nxt = rr * n + cc
-            if 0 <= rr < n and 0 <= cc < n and flat[nxt] == PATH and nxt not in seen:
+        for nxt in _neighbours(queue.popleft(), n):
+            if flat[nxt] == PATH and nxt not in seen:
                 seen.add(nxt)
                 queue.append(nxt)
     return len(seen) - 1
