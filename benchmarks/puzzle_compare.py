@@ -32,17 +32,30 @@ from trmlm.puzzle.train import run_config_dict, train_puzzle
 PRESETS = {"sudoku": "sudoku-cpu", "maze": "maze-cpu"}
 # name -> model-config changes from the CPU preset. HRM: two 4-block nets, H_cycles = L_cycles = 2
 # (paper); direct: the same 2 blocks as TRM run once (same parameter count as TRM).
+# The attention models' positions: ATTN_POS[task] unless --attn-pos (Sudoku: the measured table
+# used 1-D RoPE; mazes: the maze-cpu preset's 2-D relative bias, docs/maze.md).
 MODELS = {
     "TRM-MLP": {"arch": "trm", "mixer": "mlp", "pos_encoding": "none"},
-    "TRM-Att": {"arch": "trm", "mixer": "attention", "pos_encoding": "rope"},
-    "HRM": {"arch": "hrm", "mixer": "attention", "pos_encoding": "rope", "n_layers": 4,
-            "n_cycles": 2, "n_latent": 2},
-    "direct": {"arch": "direct", "mixer": "attention", "pos_encoding": "rope"},
+    "TRM-Att": {"arch": "trm", "mixer": "attention"},
+    "HRM": {"arch": "hrm", "mixer": "attention", "n_layers": 4, "n_cycles": 2, "n_latent": 2},
+    "direct": {"arch": "direct", "mixer": "attention"},
 }
+ATTN_POS = {"sudoku": "rope", "maze": "grid_bias"}
 
 
-def run_one(task: str, name: str, minutes: float, data, base, eval_size: int, seed: int) -> dict:
-    model_cfg = replace(base.model, **MODELS[name])
+def model_changes(name: str, attn_pos: str) -> dict:
+    """MODELS[name] with the attention models' pos_encoding filled in."""
+    changes = dict(MODELS[name])
+    if changes["mixer"] == "attention":
+        changes["pos_encoding"] = attn_pos
+    if changes["pos_encoding"] not in ("grid", "grid_bias"):
+        changes["grid_box"] = 0  # boxes exist only in the grid encodings
+    return changes
+
+
+def run_one(task: str, name: str, minutes: float, data, base, eval_size: int, seed: int,
+            attn_pos: str) -> dict:
+    model_cfg = replace(base.model, **model_changes(name, attn_pos))
     train_cfg = replace(base.train, max_minutes=minutes, train_steps=10**9, eval_every=10**9,
                         eval_size=eval_size, seed=seed)
     t0 = time.time()
@@ -53,7 +66,7 @@ def run_one(task: str, name: str, minutes: float, data, base, eval_size: int, se
     return {"model": name, "arch": model_cfg.arch, "mixer": model_cfg.mixer,
             "params": build_puzzle_model(model_cfg).num_parameters(), "steps": result.steps,
             "seconds": round(time.time() - t0, 1), "exact_acc": f.get("exact_acc"),
-            "cell_acc": f.get("cell_acc"), "n_eval": f.get("n_eval"),
+            "cell_acc": f.get("cell_acc"), "blank_cell_acc": f.get("blank_cell_acc"), "n_eval": f.get("n_eval"),
             "model_config": to_dict(model_cfg)}
 
 
@@ -69,7 +82,8 @@ def merge_rows(path: Path, rows: list[dict], report: dict) -> list[dict]:
         old = json.loads(path.read_text())
     except json.JSONDecodeError:
         return rows
-    same = all(old.get(k) == report[k] for k in ("minutes_per_model", "threads", "data_config"))
+    same = (all(old.get(k) == report[k] for k in ("minutes_per_model", "threads", "data_config"))
+            and old.get("attn_pos", "rope") == report["attn_pos"])  # files from before the flag: rope
     if not same:
         return rows
     new_names = {r["model"] for r in rows}
@@ -87,6 +101,8 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=None, help="held-out puzzles (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attn-pos", default=None, choices=["rope", "learned", "none", "grid", "grid_rope", "grid_bias"],
+                    help="pos_encoding of the attention models (default: rope for sudoku, grid_bias for maze)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,22 +119,25 @@ def main() -> None:
     rows = []
     for name in args.models:
         console.print(f"training {name} for {args.minutes:g} min ...")
-        rows.append(run_one(args.task, name, args.minutes, data, base, eval_size, args.seed))
+        rows.append(run_one(args.task, name, args.minutes, data, base, eval_size, args.seed,
+                            args.attn_pos or ATTN_POS[args.task]))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "puzzle_compare", "task": args.task, "minutes_per_model": args.minutes,
               "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
-              "data_config": to_dict(base.data), "rows": rows}
+              "data_config": to_dict(base.data), "attn_pos": args.attn_pos or ATTN_POS[args.task], "rows": rows}
     path = args.out / f"puzzle_compare_{args.task}.json"
     report["rows"] = rows = merge_rows(path, rows, report)
     metric = "valid+shortest" if args.task == "maze" else "exact"
     table = Table(title=f"{args.task}: {args.minutes:g} min per model, CPU fp32, {args.threads} thread(s), "
                         f"{eval_size} held-out puzzles")
-    for col in ("model", "params", "steps", f"held-out {metric}", "cell acc"):
+    changed = "path-cell acc" if args.task == "maze" else "blank-cell acc"
+    for col in ("model", "params", "steps", f"held-out {metric}", "cell acc", changed):
         table.add_column(col, justify="right")
     for r in rows:
+        blank = r.get("blank_cell_acc")
         table.add_row(r["model"], f"{r['params'] / 1e3:.0f}k", str(r["steps"]), f"{r['exact_acc']:.3f}",
-                      f"{r['cell_acc']:.3f}")
+                      f"{r['cell_acc']:.3f}", "" if blank is None else f"{blank:.3f}")
     console.print(table)
     path.write_text(json.dumps(report, indent=2))
     console.print(f"wrote {path}")

@@ -18,7 +18,8 @@ PUZZLE_PRESETS = sorted(p for p in configs_dir().glob("*.yaml") if "task" in loa
 
 def test_presets_exist():
     names = {p.stem for p in PUZZLE_PRESETS}
-    assert {"sudoku-cpu", "sudoku-att-cpu", "sudoku-tiny", "sudoku-extreme-mlp", "sudoku-extreme-att"} <= names
+    assert {"sudoku-cpu", "sudoku-att-cpu", "sudoku-tiny", "sudoku-extreme-mlp", "sudoku-extreme-att",
+            "maze-cpu", "maze-mlp-cpu"} <= names
 
 
 @pytest.mark.parametrize("path", PUZZLE_PRESETS, ids=lambda p: p.stem)

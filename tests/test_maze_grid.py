@@ -6,7 +6,8 @@ import pytest
 from trmlm.puzzles.dihedral import INVERSE, dihedral, inverse_dihedral
 from trmlm.puzzles.maze.augment import augment_tokens, invert_tokens
 from trmlm.puzzles.maze.generator import generate_mazes
-from trmlm.puzzles.maze.grid import GOAL, OPEN, PATH, START, WALL, parse_maze, shortest_path, valid_shortest
+from trmlm.puzzles.maze.grid import (GOAL, OPEN, PATH, START, WALL, count_shortest_paths, parse_maze, shortest_path,
+                                     valid_shortest)
 from trmlm.puzzles.maze.task import score
 from trmlm.errors import TRMError
 
@@ -88,3 +89,44 @@ def test_generator_recipe():
     assert ((walls >= 30) & (walls <= 50)).all()  # Searchformer: 30%..50% of the cells
     assert ((a == PATH).sum(1) + 1 == d).all()
     assert np.array_equal(generate_mazes(6, 10, 14, seed=0)[0], q)  # seeded
+
+
+def _brute_force_paths(q: np.ndarray) -> int:
+    """Shortest S-to-G paths counted by enumerating every walk of the shortest length."""
+    n = int(np.sqrt(len(q)))
+    s, g = int(np.flatnonzero(q == START)[0]), int(np.flatnonzero(q == GOAL)[0])
+    d = int((shortest_path(q) == PATH).sum()) + 1
+    walks = [[s]]
+    for _ in range(d):
+        walks = [w + [m] for w in walks for m in (w[-1] + n, w[-1] - 1, w[-1] + 1, w[-1] - n)
+                 if 0 <= m < n * n and q[m] != WALL and m not in w
+                 and abs(m % n - w[-1] % n) + abs(m // n - w[-1] // n) == 1]
+    return sum(w[-1] == g for w in walks)
+
+
+def test_count_shortest_paths():
+    assert count_shortest_paths(parse_maze(MAZE)) == 2          # either side of the wall block
+    assert count_shortest_paths(parse_maze("S  \n   \n  G\n")) == 6   # open 3x3: C(4, 2)
+    assert count_shortest_paths(parse_maze("S# \n # \n  G\n")) == 1   # a corridor
+    blocked = parse_or_raw("S#" "#G")
+    assert count_shortest_paths(blocked) == 0
+    q, _, _ = generate_mazes(8, 6, 4, seed=5)
+    assert [count_shortest_paths(x) for x in q] == [_brute_force_paths(x) for x in q]
+
+
+def test_unique_path_generator():
+    q, a, d = generate_mazes(5, 10, 14, seed=1, unique=True)
+    assert (d > 14).all()
+    assert all(count_shortest_paths(x) == 1 for x in q)
+    for k in range(8):  # the one shortest path of every dihedral copy is the copied answer
+        qa, aa = augment_tokens(q, k), augment_tokens(a, k)
+        assert all(np.array_equal(shortest_path(x), y) for x, y in zip(qa, aa))
+    assert np.array_equal(generate_mazes(5, 10, 14, seed=1, unique=True)[0], q)
+
+
+def test_unique_path_needs_the_generator():
+    from trmlm.puzzles.maze.task import MazeDataConfig
+
+    with pytest.raises(ValueError, match="unique_path applies to generated mazes only"):
+        MazeDataConfig(source="data/maze", unique_path=True)
+    assert MazeDataConfig(unique_path=True).unique_path

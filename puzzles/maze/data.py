@@ -82,18 +82,19 @@ def _validate(rows: list[tuple[str, str, object]], size: int, where: str) -> Maz
     return qs_arr, ans_arr, np.array(ratings, np.int32)
 
 
-def generate_mazes_cached(n: int, size: int, min_path: int, seed: int) -> MazeSet:
+def generate_mazes_cached(n: int, size: int, min_path: int, seed: int, unique: bool = False) -> MazeSet:
     """generate_mazes() stored as .npz under $TRM_CACHE_DIR/maze (default ~/.cache/trmlm/maze)."""
     root = os.environ.get("TRM_CACHE_DIR")
     directory = Path(root) / "maze" if root else Path.home() / ".cache" / "trmlm" / "maze"
-    path = directory / f"maze_v{GENERATOR_VERSION}_n{n}_size{size}_min{min_path}_seed{seed}.npz"
+    path = directory / (f"maze_v{GENERATOR_VERSION}_n{n}_size{size}_min{min_path}_seed{seed}"
+                         f"{'_unique' if unique else ''}.npz")
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as f:
                 return f["questions"], f["answers"], f["ratings"]
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             pass  # unreadable cache entry: regenerate
-    sets = generate_mazes(n, size, min_path, seed)
+    sets = generate_mazes(n, size, min_path, seed, unique)
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.stem, suffix=".tmp")
     try:

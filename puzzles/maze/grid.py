@@ -98,6 +98,23 @@ def bfs_parents(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
     return dist.reshape(n, n), parent, s, g
 
 
+def count_shortest_paths(tokens: np.ndarray) -> int:
+    """How many distinct shortest S-to-G paths the maze has (0 if G is unreachable): BFS layers,
+    each cell's count the sum of its parents' counts one layer closer to S."""
+    dist, _, s, g = bfs_parents(tokens)
+    n = side(len(tokens))
+    flat = dist.reshape(-1)
+    if flat[g] < 0:
+        return 0
+    count = np.zeros(n * n, np.int64)
+    count[s] = 1
+    for cell in np.argsort(flat, kind="stable"):
+        if flat[cell] <= 0:
+            continue
+        count[cell] = sum(count[p] for p in _neighbours(int(cell), n) if flat[p] == flat[cell] - 1)
+    return int(count[g])
+
+
 def shortest_path(tokens: np.ndarray) -> np.ndarray | None:
     """The answer tokens: the maze with the cells strictly between S and G on one shortest path
     set to PATH (tie-break: BFS order down, left, right, up), or None if unsolvable."""

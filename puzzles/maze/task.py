@@ -27,6 +27,7 @@ class MazeDataConfig:
     n_test: int = 1000
     n_aug: int = 8             # dihedral copies per maze, 1..8 (copy 0 = the original)
     seed: int = 0
+    unique_path: bool = False  # generator: only mazes with exactly one shortest path (CPU preset)
 
     def __post_init__(self) -> None:
         if not 2 <= self.size <= 30:
@@ -35,6 +36,8 @@ class MazeDataConfig:
             raise ValueError("n_aug must lie in 1..8 (the dihedral group has 8 elements)")
         if self.n_train < 1 or self.n_test < 1:
             raise ValueError("n_train and n_test must be >= 1")
+        if self.unique_path and self.source != "generate":
+            raise ValueError("unique_path applies to generated mazes only (data.source: generate)")
 
 
 def seq_len(cfg: MazeDataConfig) -> int:
@@ -44,8 +47,8 @@ def seq_len(cfg: MazeDataConfig) -> int:
 
 def load_sets(cfg: MazeDataConfig):
     if cfg.source == "generate":
-        train = generate_mazes_cached(cfg.n_train, cfg.size, cfg.min_path, cfg.seed)
-        test = generate_mazes_cached(cfg.n_test, cfg.size, cfg.min_path, cfg.seed + 7919)
+        train = generate_mazes_cached(cfg.n_train, cfg.size, cfg.min_path, cfg.seed, cfg.unique_path)
+        test = generate_mazes_cached(cfg.n_test, cfg.size, cfg.min_path, cfg.seed + 7919, cfg.unique_path)
     else:
         train = load_maze_csv(cfg.source, split="train", size=cfg.size, limit=cfg.n_train)
         test = load_maze_csv(cfg.source, split="test", size=cfg.size, limit=cfg.n_test)
