@@ -18,6 +18,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import torch
 from rich.console import Console
@@ -25,6 +26,7 @@ from rich.table import Table
 
 from trmlm.cli.common import configs_dir
 from trmlm.puzzles.run import get_task, resolve_config
+from trmlm.config import TRMConfig
 from trmlm.configtools import to_dict
 from trmlm.puzzle.registry import build_puzzle_model
 from trmlm.puzzle.train import run_config_dict, train_puzzle
@@ -101,7 +103,7 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=None, help="held-out puzzles (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--attn-pos", default=None, choices=["rope", "learned", "none", "grid", "grid_rope", "grid_bias"],
+    ap.add_argument("--attn-pos", default=None, choices=get_args(get_type_hints(TRMConfig)["pos_encoding"]),
                     help="pos_encoding of the attention models (default: rope for sudoku, grid_bias for maze)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
@@ -117,15 +119,15 @@ def main() -> None:
     console = Console()
     console.print(f"{args.task}: {data.description}")
     rows = []
+    attn_pos = args.attn_pos or ATTN_POS[args.task]
     for name in args.models:
         console.print(f"training {name} for {args.minutes:g} min ...")
-        rows.append(run_one(args.task, name, args.minutes, data, base, eval_size, args.seed,
-                            args.attn_pos or ATTN_POS[args.task]))
+        rows.append(run_one(args.task, name, args.minutes, data, base, eval_size, args.seed, attn_pos))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "puzzle_compare", "task": args.task, "minutes_per_model": args.minutes,
               "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
-              "data_config": to_dict(base.data), "attn_pos": args.attn_pos or ATTN_POS[args.task], "rows": rows}
+              "data_config": to_dict(base.data), "attn_pos": attn_pos, "rows": rows}
     path = args.out / f"puzzle_compare_{args.task}.json"
     report["rows"] = rows = merge_rows(path, rows, report)
     metric = "valid+shortest" if args.task == "maze" else "exact"
