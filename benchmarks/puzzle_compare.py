@@ -1,12 +1,17 @@
 """TRM-MLP vs TRM-Att vs HRM vs direct prediction: same data, same wall-clock budget, same held-out set.
 
     python benchmarks/puzzle_compare.py --task sudoku --minutes 20   # the CPU comparison (~80 min)
+    python benchmarks/puzzle_compare.py --task sudoku --minutes 20 --models --ablations   # ablations (~100 min)
     python benchmarks/puzzle_compare.py --task maze --minutes 20     # small-maze version
-    python benchmarks/puzzle_compare.py --minutes 0.2 --n-train 64 --n-test 32   # smoke test
+    python benchmarks/puzzle_compare.py --minutes 0.2 --n-train 64 --n-test 32 --out /tmp/pc --png /tmp/pc/c.png
 
 Each model starts from the task's CPU preset (configs/sudoku-cpu.yaml, configs/maze-cpu.yaml) and
-changes only what defines it (docs/baselines.md). Prints a table; writes
-benchmarks/results/puzzle_compare_<task>.json.
+changes only what defines it (docs/baselines.md); each model trains on 2 torch threads (--threads).
+`--ablations` adds the paper's TRM ablations (Table 1) as rows, each TRM-MLP with one change
+(ABLATIONS). During training every model is scored at --curve-points evenly spaced times of its
+budget on the first --curve-size held-out puzzles; the final figures use the whole held-out set.
+Prints a table; writes benchmarks/results/puzzle_compare_<task>.json and the curves,
+docs/img/puzzle_compare_<task>.png (the smoke test above writes under /tmp instead).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import get_args, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 import torch
 from rich.console import Console
@@ -28,8 +33,10 @@ from trmlm.cli.common import configs_dir
 from trmlm.puzzles.run import get_task, resolve_config
 from trmlm.config import TRMConfig
 from trmlm.configtools import to_dict
+from trmlm.puzzle.eval import evaluate
 from trmlm.puzzle.registry import build_puzzle_model
 from trmlm.puzzle.train import run_config_dict, train_puzzle
+from trmlm.runtime import resolve_runtime
 
 PRESETS = {"sudoku": "sudoku-cpu", "maze": "maze-cpu"}
 # name -> model-config changes from the CPU preset. HRM: two 4-block nets, H_cycles = L_cycles = 2
@@ -43,11 +50,28 @@ MODELS = {
     "direct": {"arch": "direct", "mixer": "attention"},
 }
 ATTN_POS = {"sudoku": "rope", "maze": "grid_bias"}
+# The paper's TRM ablations (Table 1, Sudoku-Extreme; TRM-FACTS.md): name -> the changes to
+# TRM-MLP on the preset, {"model": ..., "train": ...}. The preset (T=2, n=3, EMA 0.99) keeps its
+# other values. "T=1,n=7": the paper's (T=k, n=2k) sweep puts k=1, where no cycle runs without
+# grad, at 63.2 against 87.4 for T=3, n=6; n=7 keeps the preset's effective depth
+# T(n+1) x 2 layers = 16, so the row measures the no-grad cycles, not depth (every one of the
+# 8 calls of f then carries grad, so a step costs more and fewer fit in the budget).
+ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "TRM-MLP single-z": {"model": {"single_z": True}},               # paper 71.9
+    "TRM-MLP separate-nets": {"model": {"separate_nets": True}},     # paper 82.4
+    "TRM-MLP 1-step grad": {"model": {"grad": "one_step"}},          # paper 56.5
+    "TRM-MLP no EMA": {"train": {"ema_decay": 0.0}},                 # paper 79.9
+    "TRM-MLP T=1,n=7": {"model": {"n_cycles": 1, "n_latent": 7}},   # paper (T=1, n=2): 63.2
+}
+ABLATION_OF = "TRM-MLP"
 
 
 def model_changes(name: str, attn_pos: str) -> dict:
-    """MODELS[name] with the attention models' pos_encoding filled in."""
-    changes = dict(MODELS[name])
+    """MODELS[name] (an ablation: TRM-MLP's plus its own) with the attention models' pos_encoding filled in."""
+    if name in ABLATIONS:
+        changes = {**MODELS[ABLATION_OF], **ABLATIONS[name].get("model", {})}
+    else:
+        changes = dict(MODELS[name])
     if changes["mixer"] == "attention":
         changes["pos_encoding"] = attn_pos
     if changes["pos_encoding"] not in ("grid", "grid_bias"):
@@ -55,21 +79,42 @@ def model_changes(name: str, attn_pos: str) -> dict:
     return changes
 
 
-def run_one(task: str, name: str, minutes: float, data, base, eval_size: int, seed: int,
-            attn_pos: str) -> dict:
+def train_changes(name: str) -> dict:
+    """Train-config changes of an ablation (none for the models)."""
+    return dict(ABLATIONS.get(name, {}).get("train", {}))
+
+
+def selected(models: list[str], ablations: bool) -> list[str]:
+    """--models, then (with --ablations) every ablation not already named; each name once."""
+    return list(dict.fromkeys(models + (list(ABLATIONS) if ablations else [])))
+
+
+def run_one(task: str, name: str, minutes: float, data, base, seed: int, attn_pos: str,
+            curve_size: int, curve_points: int) -> dict:
+    """Train one model for `minutes`, scoring the first `curve_size` held-out puzzles at
+    `curve_points` evenly spaced training times; the final figures cover the whole held-out set."""
     model_cfg = replace(base.model, **model_changes(name, attn_pos))
-    train_cfg = replace(base.train, max_minutes=minutes, train_steps=10**9, eval_every=10**9,
-                        eval_size=eval_size, seed=seed)
+    train_cfg = replace(base.train, **train_changes(name), max_minutes=minutes, train_steps=10**9,
+                        eval_every=10**9, eval_every_minutes=minutes / curve_points, eval_size=curve_size,
+                        seed=seed)
     t0 = time.time()
     result = train_puzzle(model_cfg, train_cfg, data, out_dir=None,
                           run_config=run_config_dict(task, model_cfg, train_cfg, base.data),
                           progress=False)
-    f = result.final
-    return {"model": name, "arch": model_cfg.arch, "mixer": model_cfg.mixer,
-            "params": build_puzzle_model(model_cfg).num_parameters(), "steps": result.steps,
-            "seconds": round(time.time() - t0, 1), "exact_acc": f.get("exact_acc"),
-            "cell_acc": f.get("cell_acc"), "blank_cell_acc": f.get("blank_cell_acc"), "n_eval": f.get("n_eval"),
-            "model_config": to_dict(model_cfg)}
+    rt = resolve_runtime(train_cfg.device, train_cfg.dtype, train_cfg.threads)
+    f = evaluate(result.model, data.eval, rt, train_cfg.eval_batch_size, is_correct=data.score)
+    curve = [{"minutes": round(r["train_s"] / 60, 3), "step": r["step"], "exact_acc": r["exact_acc"],
+              "cell_acc": r["cell_acc"], "blank_cell_acc": r["blank_cell_acc"], "n_eval": r["n_eval"]}
+             for r in result.history]
+    row = {"model": name, "arch": model_cfg.arch, "mixer": model_cfg.mixer,
+           "params": build_puzzle_model(model_cfg).num_parameters(), "steps": result.steps,
+           "seconds": round(time.time() - t0, 1), "exact_acc": f["exact_acc"], "cell_acc": f["cell_acc"],
+           "blank_cell_acc": f["blank_cell_acc"], "n_eval": f["n_eval"], "curve": curve,
+           "model_config": to_dict(model_cfg)}
+    if name in ABLATIONS:
+        changed = {f"{part}.{k}": v for part, kv in ABLATIONS[name].items() for k, v in kv.items()}
+        row = {**row, "ablation_of": ABLATION_OF, "changed": changed}
+    return row
 
 
 def merge_rows(path: Path, rows: list[dict], report: dict) -> list[dict]:
@@ -90,23 +135,61 @@ def merge_rows(path: Path, rows: list[dict], report: dict) -> list[dict]:
         return rows
     new_names = {r["model"] for r in rows}
     kept = [r for r in old.get("rows", []) if r["model"] not in new_names]
-    order = list(MODELS)
+    order = list(MODELS) + list(ABLATIONS)
     return sorted(kept + rows, key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
 
 
-def main() -> None:
+def plot_curves(report: dict, path: Path) -> Path:
+    """Held-out accuracy vs training minutes, one line per row that has a curve (ablations dashed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "valid+shortest" if report["task"] == "maze" else "exact"
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in report["rows"]:
+        if not r.get("curve"):
+            continue  # a row kept from a file written before the curves
+        ax.plot([c["minutes"] for c in r["curve"]], [c["exact_acc"] for c in r["curve"]],
+                "o--" if "ablation_of" in r else "o-", markersize=4, label=r["model"])
+    ax.set_xlabel("training minutes (evaluation excluded)")
+    ax.set_ylabel(f"held-out {metric}")
+    ax.set_xlim(left=0)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{report['task']}: first {report['curve_size']} held-out puzzles, "
+                 f"{report['minutes_per_model']:g} min per model, CPU fp32, {report['threads']} thread(s)",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=sorted(PRESETS), default="sudoku")
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per model")
-    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS) + list(ABLATIONS))
+    ap.add_argument("--ablations", action="store_true", help="append every ablation row (ABLATIONS) to --models")
     ap.add_argument("--n-train", type=int, default=None, help="training puzzles (default: the preset's)")
     ap.add_argument("--n-test", type=int, default=None, help="held-out puzzles (default: the preset's)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attn-pos", default=None, choices=get_args(get_type_hints(TRMConfig)["pos_encoding"]),
                     help="pos_encoding of the attention models (default: rope for sudoku, grid_bias for maze)")
+    ap.add_argument("--curve-size", type=int, default=200, help="held-out puzzles scored for the curves")
+    ap.add_argument("--curve-points", type=int, default=8, help="curve evaluations per model, evenly spaced")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = ap.parse_args()
+    ap.add_argument("--png", type=Path, default=None, help="the curves (default: docs/img/puzzle_compare_<task>.png)")
+    args = ap.parse_args(argv)
+    if args.curve_size < 1 or args.curve_points < 1:
+        ap.error("--curve-size and --curve-points must be >= 1")
+    names = selected(args.models, args.ablations)
+    if not names:
+        ap.error("no models to train: name some with --models or pass --ablations")
     torch.set_num_threads(args.threads)
     sets = []
     if args.n_train is not None:
@@ -116,18 +199,21 @@ def main() -> None:
     base = resolve_config(args.task, configs_dir(), PRESETS[args.task], overrides=sets)
     data = get_task(args.task).build_data(base.data)
     eval_size = len(data.eval["inputs"])
+    curve_size = min(args.curve_size, eval_size)
     console = Console()
     console.print(f"{args.task}: {data.description}")
     rows = []
     attn_pos = args.attn_pos or ATTN_POS[args.task]
-    for name in args.models:
+    for name in names:
         console.print(f"training {name} for {args.minutes:g} min ...")
-        rows.append(run_one(args.task, name, args.minutes, data, base, eval_size, args.seed, attn_pos))
+        rows.append(run_one(args.task, name, args.minutes, data, base, args.seed, attn_pos, curve_size,
+                            args.curve_points))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "puzzle_compare", "task": args.task, "minutes_per_model": args.minutes,
               "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
-              "data_config": to_dict(base.data), "attn_pos": attn_pos, "rows": rows}
+              "data_config": to_dict(base.data), "attn_pos": attn_pos, "curve_size": curve_size,
+              "curve_points": args.curve_points, "rows": rows}
     path = args.out / f"puzzle_compare_{args.task}.json"
     report["rows"] = rows = merge_rows(path, rows, report)
     metric = "valid+shortest" if args.task == "maze" else "exact"
@@ -142,7 +228,8 @@ def main() -> None:
                       f"{r['cell_acc']:.3f}", "" if blank is None else f"{blank:.3f}")
     console.print(table)
     path.write_text(json.dumps(report, indent=2))
-    console.print(f"wrote {path}")
+    png = plot_curves(report, args.png or Path("docs/img") / f"puzzle_compare_{args.task}.png")
+    console.print(f"wrote {path} and {png}")
 
 
 if __name__ == "__main__":

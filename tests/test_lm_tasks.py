@@ -17,8 +17,9 @@ from trmlm.lm.config import LMConfig
 from trmlm.lm.model import TransformerLM, build_model
 from trmlm.lm.parallel import final_sweep_states, supervision_sweep
 from trmlm.lm.halting import HaltPolicy
-from trmlm.lm.tasks import get_task, rungs
+from trmlm.lm.tasks import HOPS_LADDER, get_task, rungs
 from trmlm.lm.tasks.base import ANSWER, BLANK, GIVEN, PROMPT, SCRATCH, SEPARATOR
+from trmlm.lm.tasks.hops import parse_prompt
 from trmlm.lm.tasks.batches import TaskBatches, disjoint_rungs
 from trmlm.lm.tasks.score import score_task
 from trmlm.lm.tokenizer import CharTokenizer
@@ -78,6 +79,44 @@ def test_cot_scratchpads_parse_and_add_up():
         assert sums == [sum(partials[:j + 1]) for j in range(1, 3)]
         assert task.extract_answer(ex.target) == ex.answer == groups[-1]
 
+
+
+@pytest.mark.parametrize("name", ["hops-1", "hops-3", "hops-6", "hops-7", "hops-4-cot", "hops"])
+def test_hops_answers_follow_the_cycle_and_are_seeded(name):
+    task = get_task(name)
+    first = task.examples(40, seed=3)
+    assert first == task.examples(40, seed=3) and first != task.examples(40, seed=4)
+    assert task.examples(10, seed=3) == first[:10]
+    for ex in first:
+        succ, start, k = parse_prompt(ex.prompt)
+        assert sorted(succ) == sorted(succ.values()) == list("abcdefgh")    # a permutation of a..h
+        node, seen = start, []
+        for _ in range(8):                                                    # ... that is one cycle
+            node = succ[node]
+            seen.append(node)
+        assert node == start and len(set(seen)) == 8
+        path = [start]
+        for _ in range(k):
+            path.append(succ[path[-1]])
+        assert ex.answer == path[-1] and ex.task == f"hops-{k}" + ("-cot" if "cot" in name else "")
+        assert task.is_correct(ex, ex.target) and not task.is_correct(ex, path[-2] + "\n")
+        assert len(ex.target) <= task.max_target and set(ex.text) <= set(task.alphabet)
+        if "cot" in name:
+            assert ex.target == "".join(path[1:-1]) + ">" + path[-1] + "\n"
+            assert task.extract_answer(ex.target) == ex.answer
+    if name == "hops":
+        assert {ex.task for ex in first} == set(HOPS_LADDER)
+
+
+def test_hops_categories_of_a_hand_made_line():
+    ex = get_task("hops-2").example(np.random.default_rng(0))
+    assert len(ex.prompt) == 8 + 4 and ex.prompt[8] == "|" and ex.prompt.endswith("2=")
+    assert sorted(ex.prompt[:8]) == list("abcdefgh")
+    assert ex.categories == (PROMPT,) * 11 + (SEPARATOR, ANSWER, SEPARATOR)
+    cot = get_task("hops-3-cot").example(np.random.default_rng(0))
+    assert cot.categories == (PROMPT,) * 11 + (SEPARATOR, SCRATCH, SCRATCH, SEPARATOR, ANSWER, SEPARATOR)
+    with pytest.raises(TRMError, match="hops must be in 1..7"):
+        get_task("hops-8")
 
 def test_sudoku_text_lines_are_valid_and_categorised():
     task = get_any_task("sudoku-text-30")

@@ -117,6 +117,9 @@ class TrainConfig:
     train_steps: int = 100_000             # optimizer steps (= supervision steps of the carry)
     max_minutes: float = 0.0               # training wall-clock budget (eval excluded), 0 = none
     eval_every: int = 2000                 # optimizer steps between evaluations
+    eval_every_minutes: float = 0.0        # also evaluate at each multiple of this many training
+                                           # minutes (the max_minutes clock, eval excluded); 0 = off.
+                                           # Puzzle training only (benchmarks/puzzle_compare.py curves)
     eval_size: int = 1000                  # held-out puzzles per periodic evaluation
     eval_batch_size: int = 256
     log_every: int = 50
@@ -137,3 +140,6 @@ class TrainConfig:
             raise ValueError("train_steps must be >= 1")
         if self.threads < 0:
             raise ValueError("threads must be >= 0 (0 = torch's default)")
+        if not (math.isfinite(self.eval_every_minutes) and self.eval_every_minutes >= 0):
+            raise ValueError(f"eval_every_minutes must be a finite number >= 0 (0 = off), "
+                             f"got {self.eval_every_minutes}")

@@ -27,8 +27,8 @@ from trmlm.errors import TRMError
 
 STATE_DIR = "train_state"
 # Keys that may change between a run and its resumption (budget, logging, hardware).
-RESUMABLE_CHANGES = {"train_steps", "max_minutes", "eval_every", "log_every", "checkpoint_every",
-                     "keep_checkpoints", "threads", "device", "eval_size", "eval_batch_size"}
+RESUMABLE_CHANGES = {"train_steps", "max_minutes", "eval_every", "eval_every_minutes", "log_every",
+                     "checkpoint_every", "keep_checkpoints", "threads", "device", "eval_size", "eval_batch_size"}
 
 
 def save_state(run_dir: Path, step: int, tensors: dict[str, Tensor], meta: dict[str, Any],

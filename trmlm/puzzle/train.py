@@ -91,7 +91,8 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
                  console: Console | None = None,
                  on_eval: Callable[[dict[str, Any]], None] | None = None,
                  resume: bool = False, deepspeed_config: dict[str, Any] | None = None) -> TrainResult:
-    """Train a puzzle model; evaluate every `eval_every` steps and at the end; save to out_dir."""
+    """Train a puzzle model; evaluate every `eval_every` steps, at each multiple of
+    `eval_every_minutes` training minutes, and at the end; save to out_dir."""
     logger = logger or Logger()
     console = console or Console(stderr=True)
     rt = resolve_runtime(train_cfg.device, train_cfg.dtype, train_cfg.threads)
@@ -211,6 +212,10 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
                TimeElapsedColumn(), TimeLeftColumn(), TextColumn("{task.fields[info]}")]
     step = start_step
     ckpt_every = train_cfg.checkpoint_every or train_cfg.eval_every
+    # Timed evaluations: the first step at or after each multiple k * every_s of training time.
+    # k counts in integers (no drift from adding floats); a resumed run continues at the next k.
+    every_s = train_cfg.eval_every_minutes * 60.0
+    next_k = math.floor(train_seconds() / every_s) + 1 if every_s > 0 else 0
     with Progress(*columns, console=console, disable=not (progress and main), transient=False) as bar:
         task = bar.add_task("train", total=train_cfg.train_steps, completed=start_step, info="",
                             budget_left=budget - train_seconds() if budget > 0 else None)
@@ -238,11 +243,15 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
                 bar.update(task, info=f"loss {row[0]:.3f} cell {row[3]:.3f}{last_eval}")
             bar.update(task, completed=step, budget_left=budget - train_seconds() if budget > 0 else None)
             out_of_time = budget > 0 and train_seconds() >= budget
-            if dist.active and budget > 0:  # every rank must agree to stop
-                flag = torch.tensor([float(out_of_time)])
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                out_of_time = bool(flag.item())
-            is_eval = step % train_cfg.eval_every == 0 or step == train_cfg.train_steps or out_of_time
+            timed = every_s > 0 and train_seconds() >= next_k * every_s
+            if dist.active and (budget > 0 or every_s > 0):  # every rank must agree to stop / evaluate
+                flags = torch.tensor([float(out_of_time), float(timed)])
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+                out_of_time, timed = bool(flags[0].item()), bool(flags[1].item())
+            if timed:  # a step that passed several multiples evaluates once
+                next_k = max(next_k + 1, math.floor(train_seconds() / every_s) + 1)
+            is_eval = (step % train_cfg.eval_every == 0 or step == train_cfg.train_steps or out_of_time
+                       or timed)
             if is_eval and main:
                 row = run_eval(step)
                 last_eval = f" | eval exact {row['exact_acc']:.3f}"

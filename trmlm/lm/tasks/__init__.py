@@ -1,7 +1,8 @@
 """Built-in reasoning-text tasks for the LM (`trm train-lm --task NAME`): a registry of generators.
 
-Names: `add-D` / `mul-D` (D digits per operand), `arith` (the ladder below, mixed), each with a
-`-cot` variant that writes a scratchpad first. Tasks that need the puzzle layer (Sudoku as text)
+Names: `add-D` / `mul-D` (D digits per operand), `arith` (the ladder below, mixed), `hops-K`
+(follow a random cycle of 8 letters K hops) and `hops` (K = 1..6 mixed), each with a `-cot`
+variant that writes a scratchpad first. Tasks that need the puzzle layer (Sudoku as text)
 register themselves from trmlm.puzzles (`register_task`), which keeps trmlm free of puzzle imports.
 """
 
@@ -12,12 +13,15 @@ from typing import Callable
 
 from trmlm.errors import TRMError
 from trmlm.lm.tasks.arithmetic import Addition, Mixture, Multiplication
+from trmlm.lm.tasks.hops import Hops
 from trmlm.lm.tasks.base import CATEGORIES, EASY, END, HARD, Example, TextTask, pack_rows
 
 # The arithmetic ladder: easy to hard for a 2-layer model without a scratchpad. Reversed
 # addition is local (each digit needs its column and one carry); multiplication digits need
 # sums of several digit products and multi-valued carries.
 LADDER = ("add-2", "add-4", "add-6", "mul-1", "mul-2", "mul-3")
+# The pointer-chasing ladder: one lookup per hop, the answer one letter whatever K.
+HOPS_LADDER = tuple(f"hops-{k}" for k in range(1, 7))
 
 _EXTRA: dict[str, Callable[[], TextTask]] = {}
 
@@ -42,14 +46,27 @@ def _arith(name: str) -> TextTask | None:
     return None
 
 
+def _hops(name: str) -> TextTask | None:
+    m = re.fullmatch(r"hops-(\d+)(-cot)?", name)
+    if m:
+        try:
+            return Hops(int(m.group(1)), cot=bool(m.group(2)))
+        except ValueError as e:
+            raise TRMError(f"task {name!r}: {e}") from None
+    if name in ("hops", "hops-cot"):
+        cot = "-cot" if name.endswith("-cot") else ""
+        return Mixture(name, [_hops(rung + cot) for rung in HOPS_LADDER])
+    return None
+
+
 def get_task(name: str) -> TextTask:
     """The task called `name`; a one-line TRMError naming the known ones otherwise."""
-    task = _arith(name)
+    task = _arith(name) or _hops(name)
     if task is not None:
         return task
     if name in _EXTRA:
         return _EXTRA[name]()
-    known = ", ".join(["add-D", "mul-D", "arith", "(each also -cot)", *sorted(_EXTRA)])
+    known = ", ".join(["add-D", "mul-D", "arith", "hops-K", "hops", "(each also -cot)", *sorted(_EXTRA)])
     raise TRMError(f"unknown task {name!r} (known: {known})")
 
 
@@ -58,5 +75,5 @@ def rungs(task: TextTask) -> list[TextTask]:
     return list(task.tasks) if isinstance(task, Mixture) else [task]
 
 
-__all__ = ["CATEGORIES", "EASY", "END", "HARD", "LADDER", "Example", "TextTask", "get_task",
+__all__ = ["CATEGORIES", "EASY", "END", "HARD", "HOPS_LADDER", "LADDER", "Example", "TextTask", "get_task",
            "pack_rows", "register_task", "rungs"]
