@@ -141,10 +141,9 @@ def merge_rows(path: Path, rows: list[dict], report: dict) -> list[dict]:
 
 def plot_curves(report: dict, path: Path) -> Path:
     """Held-out accuracy vs training minutes, one line per row that has a curve (ablations dashed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from trmlm.bench.plots import pyplot
 
+    plt = pyplot()
     metric = "valid+shortest" if report["task"] == "maze" else "exact"
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for r in report["rows"]:

@@ -14,7 +14,7 @@ LABELS = {"fixed": "fixed depth", "learned": "learned halting (threshold sweep)"
           "kl": "KL between steps (training-free)", "argmax": "argmax stable (training-free)"}
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError as e:  # the bench / dev extras install it
@@ -27,7 +27,7 @@ def _pyplot():
 
 def pareto_plot(report: dict[str, Any], path: Path) -> Path:
     """Bits per character vs mean supervision steps per token, one series per exit kind."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for kind, (marker, colour) in MARKERS.items():
         rows = sorted((r for r in report["rows"] if r["kind"] == kind), key=lambda r: r["steps_mean"])
@@ -52,7 +52,7 @@ def pareto_plot(report: dict[str, Any], path: Path) -> Path:
 
 
 def steps_histogram(steps: list[int], max_steps: int, title: str, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(steps, bins=[s + 0.5 for s in range(max_steps + 1)], rwidth=0.8, color="tab:red")
     ax.set_xticks(range(1, max_steps + 1))
@@ -68,7 +68,7 @@ def steps_histogram(steps: list[int], max_steps: int, title: str, path: Path) ->
 def token_heatmap(pieces: list[str], steps: list[int], max_steps: int, title: str, path: Path,
                   per_line: int = 64) -> Path:
     """Each token of a sample text in a cell coloured by the steps it used."""
-    plt = _pyplot()
+    plt = pyplot()
     lines: list[list[tuple[str, int]]] = [[]]
     for piece, s in zip(pieces, steps):
         for j, part in enumerate(piece.split("\n")):

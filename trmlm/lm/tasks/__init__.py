@@ -40,10 +40,15 @@ def _arith(name: str) -> TextTask | None:
             raise TRMError(f"task {name!r}: {m.group(1)} takes 1 to {limit} digits per operand")
         cls = Addition if m.group(1) == "add" else Multiplication
         return cls(digits, cot=bool(m.group(3)))
-    if name in ("arith", "arith-cot"):
-        cot = "-cot" if name.endswith("-cot") else ""
-        return Mixture(name, [_arith(rung + cot) for rung in LADDER])
-    return None
+    return _ladder(name, "arith", LADDER, _arith)
+
+
+def _ladder(name: str, family: str, ladder: tuple[str, ...], rung: Callable[[str], TextTask | None]) -> TextTask | None:
+    """`family` (or `family-cot`): the mixture of the ladder's rungs (their -cot forms)."""
+    if name not in (family, family + "-cot"):
+        return None
+    cot = name[len(family):]
+    return Mixture(name, [rung(r + cot) for r in ladder])
 
 
 def _hops(name: str) -> TextTask | None:
@@ -53,10 +58,7 @@ def _hops(name: str) -> TextTask | None:
             return Hops(int(m.group(1)), cot=bool(m.group(2)))
         except ValueError as e:
             raise TRMError(f"task {name!r}: {e}") from None
-    if name in ("hops", "hops-cot"):
-        cot = "-cot" if name.endswith("-cot") else ""
-        return Mixture(name, [_hops(rung + cot) for rung in HOPS_LADDER])
-    return None
+    return _ladder(name, "hops", HOPS_LADDER, _hops)
 
 
 def get_task(name: str) -> TextTask:
