@@ -6,7 +6,9 @@
     python benchmarks/puzzle_compare.py --minutes 0.2 --n-train 64 --n-test 32 --out /tmp/pc --png /tmp/pc/c.png
 
 Each model starts from the task's CPU preset (configs/sudoku-cpu.yaml, configs/maze-cpu.yaml) and
-changes only what defines it (docs/baselines.md); each model trains on 2 torch threads (--threads).
+changes only what defines it (docs/baselines.md); the attention models (TRM-Att, HRM, direct) all
+take the positions, learning rate and warmup of the task's attention preset (ATTN_PRESETS:
+sudoku-att-cpu, maze-cpu). Each model trains on 2 torch threads (--threads).
 `--ablations` adds the paper's TRM ablations (Table 1) as rows, each TRM-MLP with one change
 (ABLATIONS). During training every model is scored at --curve-points evenly spaced times of its
 budget on the first --curve-size held-out puzzles; the final figures use the whole held-out set.
@@ -23,7 +25,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, NamedTuple, get_args, get_type_hints
 
 import torch
 from rich.console import Console
@@ -39,17 +41,19 @@ from trmlm.puzzle.train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
 
 PRESETS = {"sudoku": "sudoku-cpu", "maze": "maze-cpu"}
+# The attention models' recipe per task: positions (pos_encoding, grid_box) and the learning rate
+# and warmup of the task's attention preset, the measured fix for the "copy the givens" plateau
+# (docs/baselines.md). TRM-MLP and its ablations keep PRESETS[task]'s values.
+ATTN_PRESETS = {"sudoku": "sudoku-att-cpu", "maze": "maze-cpu"}
+ATTN_TRAIN_KEYS = ("lr", "warmup_steps")
 # name -> model-config changes from the CPU preset. HRM: two 4-block nets, H_cycles = L_cycles = 2
 # (paper); direct: the same 2 blocks as TRM run once (same parameter count as TRM).
-# The attention models' positions: ATTN_POS[task] unless --attn-pos (Sudoku: the measured table
-# used 1-D RoPE; mazes: the maze-cpu preset's 2-D relative bias, docs/maze.md).
 MODELS = {
     "TRM-MLP": {"arch": "trm", "mixer": "mlp", "pos_encoding": "none"},
     "TRM-Att": {"arch": "trm", "mixer": "attention"},
     "HRM": {"arch": "hrm", "mixer": "attention", "n_layers": 4, "n_cycles": 2, "n_latent": 2},
     "direct": {"arch": "direct", "mixer": "attention"},
 }
-ATTN_POS = {"sudoku": "rope", "maze": "grid_bias"}
 # The paper's TRM ablations (Table 1, Sudoku-Extreme; TRM-FACTS.md): name -> the changes to
 # TRM-MLP on the preset, {"model": ..., "train": ...}. The preset (T=2, n=3, EMA 0.99) keeps its
 # other values. "T=1,n=7": the paper's (T=k, n=2k) sweep puts k=1, where no cycle runs without
@@ -66,21 +70,40 @@ ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
 ABLATION_OF = "TRM-MLP"
 
 
-def model_changes(name: str, attn_pos: str) -> dict:
-    """MODELS[name] (an ablation: TRM-MLP's plus its own) with the attention models' pos_encoding filled in."""
+class AttnRecipe(NamedTuple):
+    """What every attention model (TRM-Att, HRM, direct) takes from the task's attention preset."""
+
+    pos_encoding: str
+    grid_box: int
+    train: dict[str, Any]
+
+
+def attention_recipe(task: str, pos_encoding: str | None = None) -> AttnRecipe:
+    """ATTN_PRESETS[task]'s positions, lr and warmup; `pos_encoding` (--attn-pos) replaces its positions."""
+    att = resolve_config(task, configs_dir(), ATTN_PRESETS[task], overrides=[])
+    pos = pos_encoding or att.model.pos_encoding
+    box = att.model.grid_box if pos in ("grid", "grid_bias") else 0
+    return AttnRecipe(pos, box, {k: getattr(att.train, k) for k in ATTN_TRAIN_KEYS})
+
+
+def model_changes(name: str, attn: AttnRecipe) -> dict:
+    """MODELS[name] (an ablation: TRM-MLP's plus its own) with the attention models' positions filled in."""
     if name in ABLATIONS:
         changes = {**MODELS[ABLATION_OF], **ABLATIONS[name].get("model", {})}
     else:
         changes = dict(MODELS[name])
     if changes["mixer"] == "attention":
-        changes["pos_encoding"] = attn_pos
-    if changes["pos_encoding"] not in ("grid", "grid_bias"):
+        changes["pos_encoding"] = attn.pos_encoding
+        changes["grid_box"] = attn.grid_box
+    else:
         changes["grid_box"] = 0  # boxes exist only in the grid encodings
     return changes
 
 
-def train_changes(name: str) -> dict:
-    """Train-config changes of an ablation (none for the models)."""
+def train_changes(name: str, attn: AttnRecipe) -> dict:
+    """Train-config changes: an ablation's own; the attention recipe's lr and warmup for attention models."""
+    if name in MODELS and MODELS[name]["mixer"] == "attention":
+        return dict(attn.train)
     return dict(ABLATIONS.get(name, {}).get("train", {}))
 
 
@@ -89,12 +112,12 @@ def selected(models: list[str], ablations: bool) -> list[str]:
     return list(dict.fromkeys(models + (list(ABLATIONS) if ablations else [])))
 
 
-def run_one(task: str, name: str, minutes: float, data, base, seed: int, attn_pos: str,
+def run_one(task: str, name: str, minutes: float, data, base, seed: int, attn: AttnRecipe,
             curve_size: int, curve_points: int) -> dict:
     """Train one model for `minutes`, scoring the first `curve_size` held-out puzzles at
     `curve_points` evenly spaced training times; the final figures cover the whole held-out set."""
-    model_cfg = replace(base.model, **model_changes(name, attn_pos))
-    train_cfg = replace(base.train, **train_changes(name), max_minutes=minutes, train_steps=10**9,
+    model_cfg = replace(base.model, **model_changes(name, attn))
+    train_cfg = replace(base.train, **train_changes(name, attn), max_minutes=minutes, train_steps=10**9,
                         eval_every=10**9, eval_every_minutes=minutes / curve_points, eval_size=curve_size,
                         seed=seed)
     t0 = time.time()
@@ -110,7 +133,7 @@ def run_one(task: str, name: str, minutes: float, data, base, seed: int, attn_po
            "params": build_puzzle_model(model_cfg).num_parameters(), "steps": result.steps,
            "seconds": round(time.time() - t0, 1), "exact_acc": f["exact_acc"], "cell_acc": f["cell_acc"],
            "blank_cell_acc": f["blank_cell_acc"], "n_eval": f["n_eval"], "curve": curve,
-           "model_config": to_dict(model_cfg)}
+           "model_config": to_dict(model_cfg), "lr": train_cfg.lr, "warmup_steps": train_cfg.warmup_steps}
     if name in ABLATIONS:
         changed = {f"{part}.{k}": v for part, kv in ABLATIONS[name].items() for k, v in kv.items()}
         row = {**row, "ablation_of": ABLATION_OF, "changed": changed}
@@ -130,13 +153,21 @@ def merge_rows(path: Path, rows: list[dict], report: dict) -> list[dict]:
     except json.JSONDecodeError:
         return rows
     same = (all(old.get(k) == report[k] for k in ("minutes_per_model", "threads", "data_config"))
-            and old.get("attn_pos", "rope") == report["attn_pos"])  # files from before the flag: rope
+            and old.get("attn_pos", "rope") == report["attn_pos"]  # files from before the flag: rope
+            and old.get("attn_train", _legacy_attn_train(report)) == report["attn_train"])
     if not same:
         return rows
     new_names = {r["model"] for r in rows}
     kept = [r for r in old.get("rows", []) if r["model"] not in new_names]
     order = list(MODELS) + list(ABLATIONS)
     return sorted(kept + rows, key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
+
+
+def _legacy_attn_train(report: dict) -> dict | None:
+    """What a file from before `attn_train` was recorded used: the base preset's lr and warmup,
+    which are today's recipe only where the attention preset is the base preset (maze)."""
+    task = report.get("task")
+    return report["attn_train"] if task in PRESETS and ATTN_PRESETS[task] == PRESETS[task] else None
 
 
 def plot_curves(report: dict, path: Path) -> Path:
@@ -178,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads per model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attn-pos", default=None, choices=get_args(get_type_hints(TRMConfig)["pos_encoding"]),
-                    help="pos_encoding of the attention models (default: rope for sudoku, grid_bias for maze)")
+                    help="pos_encoding of the attention models (default: their preset's, ATTN_PRESETS)")
     ap.add_argument("--curve-size", type=int, default=200, help="held-out puzzles scored for the curves")
     ap.add_argument("--curve-points", type=int, default=8, help="curve evaluations per model, evenly spaced")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -202,16 +233,17 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     console.print(f"{args.task}: {data.description}")
     rows = []
-    attn_pos = args.attn_pos or ATTN_POS[args.task]
+    attn = attention_recipe(args.task, args.attn_pos)
     for name in names:
         console.print(f"training {name} for {args.minutes:g} min ...")
-        rows.append(run_one(args.task, name, args.minutes, data, base, args.seed, attn_pos, curve_size,
+        rows.append(run_one(args.task, name, args.minutes, data, base, args.seed, attn, curve_size,
                             args.curve_points))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "puzzle_compare", "task": args.task, "minutes_per_model": args.minutes,
               "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
-              "data_config": to_dict(base.data), "attn_pos": attn_pos, "curve_size": curve_size,
+              "data_config": to_dict(base.data), "attn_pos": attn.pos_encoding, "attn_grid_box": attn.grid_box,
+              "attn_train": attn.train, "curve_size": curve_size,
               "curve_points": args.curve_points, "rows": rows}
     path = args.out / f"puzzle_compare_{args.task}.json"
     report["rows"] = rows = merge_rows(path, rows, report)

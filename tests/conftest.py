@@ -6,6 +6,20 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`), each worker gets its share of the cores (torch and the CLI
+    subprocesses it starts), so N workers do not oversubscribe the machine."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // int(workers))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def lm_ckpt(tmp_path_factory) -> Path:
     """A tiny TRM language-model checkpoint (lm-tiny, 4 optimizer steps), shared read-only by the

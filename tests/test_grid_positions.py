@@ -5,7 +5,7 @@ import torch
 
 from trmlm.config import TRMConfig
 from trmlm.layers import AttnContext, Attention, apply_rope
-from trmlm.puzzle.model import TRMPuzzleModel, grid_indices, grid_relations, grid_rope_tables
+from trmlm.puzzle.model import TRMPuzzleModel, grid_indices, grid_relations, grid_rope_tables, locality_prior
 
 
 def cfg(**kw) -> TRMConfig:
@@ -28,6 +28,8 @@ def test_default_is_off():
     (dict(pos_encoding="rope", grid_box=3), "only to pos_encoding grid or grid_bias"),
     (dict(pos_encoding="grid_bias", seq_len=50), "not a square"),
     (dict(pos_encoding="grid_rope", d_model=24, n_heads=4), "divisible by 4"),
+    (dict(pos_encoding="rope", grid_bias_slope=1.0), "only to pos_encoding grid_bias"),
+    (dict(pos_encoding="grid_bias", grid_bias_slope=-1.0), "must be >= 0"),
 ])
 def test_bad_grid_configs_refused(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -137,3 +139,22 @@ def test_grid_bias_learns_from_zero():
     out = model(model.initial_state(3), torch.randint(1, 11, (3, 81)))
     out.logits.square().sum().backward()
     assert model.rel_bias.grad.abs().sum() > 0 and model.box_bias.grad.abs().sum() > 0
+
+
+def test_grid_bias_slope_starts_as_a_2d_locality_prior():
+    model = TRMPuzzleModel(cfg(pos_encoding="grid_bias", seq_len=64, grid_bias_slope=2.0))
+    bias = model.grid_bias()  # (H, 64, 64)
+
+    def at(r, c):
+        return r * 8 + c
+
+    q = at(3, 4)
+    assert bias[0, q, q] == 0.0
+    assert bias[0, q, at(3, 5)] == -2.0 and bias[0, q, at(2, 4)] == -2.0  # the 4 neighbours
+    assert bias[0, q, at(5, 1)] == -2.0 * 5  # Manhattan 2 + 3
+    assert bias[1, q, at(5, 1)] == -1.0 * 5 and bias[3, q, at(5, 1)] == -0.25 * 5  # halving slopes
+    assert torch.equal(locality_prior(8, 4, 0.0), torch.zeros(4, 225))
+    # the prior is only a start: it is a parameter, trained like the zero start
+    out = model(model.initial_state(2), torch.randint(1, 6, (2, 64)))
+    out.logits.square().sum().backward()
+    assert model.rel_bias.requires_grad and model.rel_bias.grad.abs().sum() > 0

@@ -301,3 +301,17 @@ def test_step_weights_in_training(tmp_path, kind, updates):
                          configs_dir())
     trainer, _ = train_from_config(cfg, None)
     assert trainer.tokens_seen == 6 // updates * cfg.train.batch_size * cfg.context
+
+
+@pytest.mark.parametrize("every,expected", [(0.0, [4]), (1e-9, [2, 4])])  # lm-tiny: N_sup 2 steps a batch
+def test_lm_timed_validations(every, expected):
+    """train.eval_every_minutes validates the LM at the first step after each multiple of the budget
+    clock (here: every batch), beside eval_every; 0 = only the final validation."""
+    from trmlm.cli.common import configs_dir
+    from trmlm.lm.config import load_lm_config
+    from trmlm.lm.train import train_from_config
+
+    cfg = load_lm_config("lm-tiny", [], ["train.train_steps=4", "train.eval_every=1000",
+                                         f"train.eval_every_minutes={every}"], configs_dir())
+    trainer, _ = train_from_config(cfg, None)
+    assert [h["step"] for h in trainer.history] == expected

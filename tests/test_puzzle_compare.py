@@ -24,21 +24,46 @@ _spec.loader.exec_module(compare)
 @pytest.mark.parametrize("task", sorted(compare.PRESETS))
 def test_every_model_builds_from_the_task_preset(task):
     base = resolve_config(task, configs_dir(), compare.PRESETS[task], overrides=[])
+    att = resolve_config(task, configs_dir(), compare.ATTN_PRESETS[task], overrides=[])
+    attn = compare.attention_recipe(task)
     for name in compare.MODELS:
-        cfg = replace(base.model, **compare.model_changes(name, compare.ATTN_POS[task]))
+        cfg = replace(base.model, **compare.model_changes(name, attn))
+        train = replace(base.train, **compare.train_changes(name, attn))
         model = build_puzzle_model(cfg)
         if cfg.mixer == "attention":
-            assert cfg.pos_encoding == compare.ATTN_POS[task]
+            # positions, lr and warmup of the task's attention preset; the rest of the CPU preset
+            assert (cfg.pos_encoding, cfg.grid_box) == (att.model.pos_encoding, att.model.grid_box)
+            assert (train.lr, train.warmup_steps) == (att.train.lr, att.train.warmup_steps)
+            assert train.batch_size == base.train.batch_size
             assert hasattr(model, "rel_bias") == (cfg.pos_encoding == "grid_bias")
         else:
             assert cfg.pos_encoding == "none" and cfg.grid_box == 0
+            assert train == base.train
+
+
+@pytest.mark.parametrize("task", sorted(compare.PRESETS))
+def test_the_base_preset_is_what_trm_train_puzzle_runs(task):
+    """TRM-MLP and the ablations start from the task's default CPU preset (the README command), not
+    from the attention preset the attention models borrow their recipe from."""
+    from trmlm.puzzles.run import DEFAULT_PRESETS
+
+    assert compare.PRESETS[task] == DEFAULT_PRESETS[task]
+
+
+def test_sudoku_attention_models_get_the_measured_2d_recipe():
+    attn = compare.attention_recipe("sudoku")
+    assert (attn.pos_encoding, attn.grid_box) == ("grid_bias", 3)
+    assert attn.train == {"lr": 1e-3, "warmup_steps": 300}
 
 
 def test_attention_positions_follow_the_flag():
-    assert compare.model_changes("direct", "rope")["pos_encoding"] == "rope"
-    assert compare.model_changes("HRM", "grid_bias")["pos_encoding"] == "grid_bias"
-    assert compare.model_changes("TRM-MLP", "grid_bias") == {"arch": "trm", "mixer": "mlp", "pos_encoding": "none",
-                                                          "grid_box": 0}
+    rope = compare.attention_recipe("sudoku", "rope")
+    assert compare.model_changes("direct", rope)["pos_encoding"] == "rope"
+    assert compare.model_changes("direct", rope)["grid_box"] == 0  # boxes only with grid encodings
+    bias = compare.attention_recipe("maze", "grid_bias")
+    assert compare.model_changes("HRM", bias)["pos_encoding"] == "grid_bias"
+    assert compare.model_changes("TRM-MLP", bias) == {"arch": "trm", "mixer": "mlp", "pos_encoding": "none",
+                                                      "grid_box": 0}
 
 
 def _diff(a, b) -> dict:
@@ -49,14 +74,14 @@ def _diff(a, b) -> dict:
 @pytest.mark.parametrize("task", sorted(compare.PRESETS))
 def test_every_ablation_builds_and_differs_from_trm_mlp_only_where_declared(task):
     base = resolve_config(task, configs_dir(), compare.PRESETS[task], overrides=[])
-    pos = compare.ATTN_POS[task]
-    ref_model = replace(base.model, **compare.model_changes(compare.ABLATION_OF, pos))
-    ref_train = replace(base.train, **compare.train_changes(compare.ABLATION_OF))
-    assert compare.train_changes(compare.ABLATION_OF) == {}
+    attn = compare.attention_recipe(task)
+    ref_model = replace(base.model, **compare.model_changes(compare.ABLATION_OF, attn))
+    ref_train = replace(base.train, **compare.train_changes(compare.ABLATION_OF, attn))
+    assert compare.train_changes(compare.ABLATION_OF, attn) == {}
     for name, changes in compare.ABLATIONS.items():
         assert set(changes) <= {"model", "train"} and any(changes.values()), name
-        cfg = replace(base.model, **compare.model_changes(name, pos))
-        train = replace(base.train, **compare.train_changes(name))
+        cfg = replace(base.model, **compare.model_changes(name, attn))
+        train = replace(base.train, **compare.train_changes(name, attn))
         model_diff = _diff(to_dict(cfg), to_dict(ref_model))
         train_diff = _diff(to_dict(train), to_dict(ref_train))
         # every declared field changes a preset value, and nothing else changes
@@ -75,12 +100,22 @@ def test_ablations_flag_appends_every_ablation_once():
 
 
 def test_merge_rows_orders_models_then_ablations(tmp_path):
-    report = {"minutes_per_model": 1.0, "threads": 2, "data_config": {}, "attn_pos": "rope"}
+    report = {"minutes_per_model": 1.0, "threads": 2, "data_config": {}, "attn_pos": "rope",
+              "attn_train": {"lr": 1e-3}}
     path = tmp_path / "old.json"
     old = [{"model": "TRM-MLP no EMA"}, {"model": "HRM"}, {"model": "TRM-MLP"}]
     path.write_text(json.dumps({**report, "rows": old}))
     rows = compare.merge_rows(path, [{"model": "TRM-MLP single-z"}, {"model": "direct"}], report)
     assert [r["model"] for r in rows] == ["TRM-MLP", "HRM", "direct", "TRM-MLP single-z", "TRM-MLP no EMA"]
+    # rows measured with another attention recipe (or before it was recorded) are not kept
+    path.write_text(json.dumps({**report, "attn_train": None, "rows": old}))
+    rows = compare.merge_rows(path, [{"model": "direct"}], report)
+    assert [r["model"] for r in rows] == ["direct"]
+    legacy = {k: v for k, v in report.items() if k != "attn_train"}
+    for task, kept in (("sudoku", False), ("maze", True)):  # maze: its attention preset is its base preset
+        path.write_text(json.dumps({**legacy, "task": task, "rows": old}))
+        rows = compare.merge_rows(path, [{"model": "direct"}], {**report, "task": task})
+        assert ("HRM" in [r["model"] for r in rows]) == kept, task
 
 
 def test_eval_every_minutes_is_validated():

@@ -30,6 +30,10 @@ class TRMConfig:
     # bias on the attention logits for each (row, column) offset (+ one for "same box"). All read
     # seq_len as a square grid, row-major (puzzles only; docs/sudoku.md). Not in the paper.
     grid_box: int = 0                      # box side for grid / grid_bias (Sudoku: 3); 0 = no boxes
+    # grid_bias only: start the bias as a 2-D ALiBi-style locality prior instead of zero. Head h
+    # starts at -slope * 2^-h * (|d_row| + |d_col|), so the first head looks at the neighbours and
+    # the later ones ever wider (the last of 4 at slope/8). 0 = plain attention at init.
+    grid_bias_slope: float = 0.0
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     n_latent: int = 6                      # n: latent steps z = f(x + y + z) per cycle
@@ -65,6 +69,9 @@ class TRMConfig:
             raise ValueError(f"grid_box {self.grid_box} must be 0 or divide the grid side {self.grid_side}")
         if self.grid_box and self.pos_encoding not in ("grid", "grid_bias"):
             raise ValueError("grid_box applies only to pos_encoding grid or grid_bias")
+        if self.grid_bias_slope < 0 or (self.grid_bias_slope and self.pos_encoding != "grid_bias"):
+            raise ValueError(f"grid_bias_slope {self.grid_bias_slope} must be >= 0 and applies only "
+                             "to pos_encoding grid_bias")
         if self.puzzle_emb_len < 0:
             raise ValueError("puzzle_emb_len must be >= 0")
         if not 0.0 <= self.halt_exploration <= 1.0:
@@ -119,7 +126,7 @@ class TrainConfig:
     eval_every: int = 2000                 # optimizer steps between evaluations
     eval_every_minutes: float = 0.0        # also evaluate at each multiple of this many training
                                            # minutes (the max_minutes clock, eval excluded); 0 = off.
-                                           # Puzzle training only (benchmarks/puzzle_compare.py curves)
+                                           # benchmarks/puzzle_compare.py curves; LM: the budget_clock
     eval_size: int = 1000                  # held-out puzzles per periodic evaluation
     eval_batch_size: int = 256
     log_every: int = 50

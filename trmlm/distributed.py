@@ -37,6 +37,11 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device_type: str = "cpu"  # where the backend's collectives run: NCCL (cuda) takes only CUDA tensors
+
+    @property
+    def comm_device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if self.device_type == "cuda" else torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
@@ -54,15 +59,16 @@ class DistContext:
         """Concatenate equal-shaped tensors from all ranks along dim 0 (rank order)."""
         if not self.active:
             return t
-        parts = [torch.empty_like(t) for _ in range(self.world)]
-        torch.distributed.all_gather(parts, t.contiguous())
-        return torch.cat(parts, 0)
+        local = t.contiguous().to(self.comm_device)
+        parts = [torch.empty_like(local) for _ in range(self.world)]
+        torch.distributed.all_gather(parts, local)
+        return torch.cat(parts, 0).to(t.device)
 
     def all_reduce_mean_(self, tensors: list[Tensor]) -> None:
         """In-place mean over ranks, as one flat buffer (one collective per step)."""
         if not self.active or not tensors:
             return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
+        flat = torch.cat([t.reshape(-1).to(self.comm_device) for t in tensors])
         torch.distributed.all_reduce(flat)
         flat /= self.world
         offset = 0
@@ -70,6 +76,15 @@ class DistContext:
             n = t.numel()
             t.copy_(flat[offset:offset + n].view_as(t))
             offset += n
+
+    def any_(self, flags: list[bool]) -> list[bool]:
+        """Each flag OR-ed over ranks (one collective): the ranks' clocks differ, but they must stop
+        and evaluate at the same step."""
+        if not self.active:
+            return list(flags)
+        t = torch.tensor([float(f) for f in flags], device=self.comm_device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
 
     def slots(self, global_batch: int) -> slice:
         """The global carry slots this rank owns."""
@@ -91,7 +106,7 @@ def init_distributed(device_type: str) -> DistContext:
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
     if device_type == "cuda":
         torch.cuda.set_device(local)
-    return DistContext(rank=rank, world=world, local_rank=local)
+    return DistContext(rank=rank, world=world, local_rank=local, device_type=device_type)
 
 
 def free_port() -> int:

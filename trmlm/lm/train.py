@@ -191,12 +191,17 @@ class Trainer:
                 self.ema.update(self.model)
         self.step += 1
 
+    def _spent(self) -> float:
+        """Training seconds on the budget clock (`budget_clock`), validation excluded."""
+        return self.train_cpu_seconds if self.cfg.budget_clock == "cpu" else self.train_seconds
+
     def _budget_left(self) -> bool:
         t = self.cfg.train
         if self.step >= t.train_steps:
             return False
-        spent = self.train_cpu_seconds if self.cfg.budget_clock == "cpu" else self.train_seconds
-        return t.max_minutes <= 0 or spent < 60 * t.max_minutes
+        if t.max_minutes <= 0:
+            return True
+        return not self.dist.any_([self._spent() >= 60 * t.max_minutes])[0]  # all ranks stop together
 
     def train_batch(self, batch: Tensor, mask: Tensor | None = None) -> list[dict[str, float]]:
         """One batch of windows (B, L + 1), `mask` (B, L) the positions that carry loss (None =
@@ -332,6 +337,10 @@ class Trainer:
         self.model.train()
         self.reporter.start(t.train_steps)
         next_eval, last_log = (self.step // t.eval_every + 1) * t.eval_every, self.step
+        # Timed validations (train.eval_every_minutes): the first step at or after each multiple
+        # k * every_s of the budget clock; k counts in integers, a resumed run continues at the next k.
+        every_s = t.eval_every_minutes * 60.0
+        next_k = math.floor(self._spent() / every_s) + 1 if every_s > 0 else 0
         metrics: dict[str, Any] = {}
         while self._budget_left():
             batch, mask = self._draw(t.batch_size)
@@ -350,8 +359,12 @@ class Trainer:
                     row["loss"] = float(loss)
                 self.logger.log(self.step, row)
                 last_log = self.step
-            if self.step >= next_eval and self._budget_left():
-                next_eval += t.eval_every
+            timed = every_s > 0 and self.dist.any_([self._spent() >= next_k * every_s])[0]
+            if timed:  # a step that passed several multiples validates once
+                next_k = max(next_k + 1, math.floor(self._spent() / every_s) + 1)
+            if (self.step >= next_eval or timed) and self._budget_left():
+                if self.step >= next_eval:
+                    next_eval = (self.step // t.eval_every + 1) * t.eval_every
                 metrics = self._validate(final=False)
         metrics = self._validate(final=True)
         self.reporter.stop()

@@ -46,6 +46,15 @@ def grid_relations(side: int, box: int) -> tuple[Tensor, Tensor]:
     return dr * (2 * side - 1) + dc, same_box.float()
 
 
+def locality_prior(side: int, heads: int, slope: float) -> Tensor:
+    """(H, (2N-1)^2) starting grid bias: -slope * 2^-h * Manhattan length of each (row, column)
+    offset for head h (2-D ALiBi); all zero when slope is 0."""
+    d = torch.arange(-(side - 1), side).abs().float()
+    manhattan = (d[:, None] + d[None]).reshape(-1)  # offset index dr * (2N-1) + dc, as grid_relations
+    slopes = slope * 0.5 ** torch.arange(heads, dtype=torch.float32)
+    return -slopes[:, None] * manhattan[None]
+
+
 def grid_rope_tables(side: int, prefix: int, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """2-D RoPE tables (P + L, Dh/2) for apply_rope: the first half of the rotary pairs turns with
     the cell's row, the second half with its column, so q.k depends on (row, column) offsets.
@@ -90,9 +99,10 @@ class TRMPuzzleModel(nn.Module):
                 self.register_buffer(name, index, persistent=False)
         if cfg.pos_encoding == "grid_bias" and cfg.mixer == "attention":
             # Swin-style relative position bias in 2-D: one learned logit per head for every
-            # (row, column) offset, plus one for "same box"; zero at init (plain attention). Each
-            # entry is shared by all cell pairs at that offset, so its gradient is the sum over
-            # them (measured against 1-D RoPE on Sudoku in docs/baselines.md).
+            # (row, column) offset, plus one for "same box"; zero at init (plain attention) unless
+            # grid_bias_slope asks for a locality prior (init_weights). Each entry is shared by all
+            # cell pairs at that offset, so its gradient is the sum over them (measured against
+            # 1-D RoPE on Sudoku in docs/baselines.md).
             side = cfg.grid_side
             self.rel_bias = nn.Parameter(torch.zeros(cfg.n_heads, (2 * side - 1) ** 2))
             offset, same_box = grid_relations(side, cfg.grid_box)
@@ -128,6 +138,10 @@ class TRMPuzzleModel(nn.Module):
             trunc_normal_(table, std=1.0 / math.sqrt(D * len(grid)))
         if hasattr(self, "prefix_pos_emb"):
             trunc_normal_(self.prefix_pos_emb, std=1.0 / math.sqrt(D))
+        if hasattr(self, "rel_bias"):
+            with torch.no_grad():
+                self.rel_bias.copy_(locality_prior(self.cfg.grid_side, self.cfg.n_heads,
+                                                   self.cfg.grid_bias_slope))
         # Q head starts at "never halt": weight 0, bias -5 (official trm.py).
         nn.init.zeros_(self.q_head.weight)
         nn.init.constant_(self.q_head.bias, -5.0)

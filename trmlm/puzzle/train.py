@@ -244,10 +244,8 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
             bar.update(task, completed=step, budget_left=budget - train_seconds() if budget > 0 else None)
             out_of_time = budget > 0 and train_seconds() >= budget
             timed = every_s > 0 and train_seconds() >= next_k * every_s
-            if dist.active and (budget > 0 or every_s > 0):  # every rank must agree to stop / evaluate
-                flags = torch.tensor([float(out_of_time), float(timed)])
-                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-                out_of_time, timed = bool(flags[0].item()), bool(flags[1].item())
+            if budget > 0 or every_s > 0:  # every rank must agree to stop / evaluate
+                out_of_time, timed = dist.any_([out_of_time, timed])
             if timed:  # a step that passed several multiples evaluates once
                 next_k = max(next_k + 1, math.floor(train_seconds() / every_s) + 1)
             is_eval = (step % train_cfg.eval_every == 0 or step == train_cfg.train_steps or out_of_time
