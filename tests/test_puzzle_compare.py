@@ -32,12 +32,13 @@ def test_every_model_builds_from_the_task_preset(task):
         model = build_puzzle_model(cfg)
         if cfg.mixer == "attention":
             # positions, lr and warmup of the task's attention preset; the rest of the CPU preset
-            assert (cfg.pos_encoding, cfg.grid_box) == (att.model.pos_encoding, att.model.grid_box)
+            assert (cfg.pos_encoding, cfg.grid_box, cfg.grid_bias_slope) == (
+                att.model.pos_encoding, att.model.grid_box, att.model.grid_bias_slope)
             assert (train.lr, train.warmup_steps) == (att.train.lr, att.train.warmup_steps)
             assert train.batch_size == base.train.batch_size
             assert hasattr(model, "rel_bias") == (cfg.pos_encoding == "grid_bias")
         else:
-            assert cfg.pos_encoding == "none" and cfg.grid_box == 0
+            assert cfg.pos_encoding == "none" and cfg.grid_box == 0 and cfg.grid_bias_slope == 0
             assert train == base.train
 
 
@@ -63,7 +64,22 @@ def test_attention_positions_follow_the_flag():
     bias = compare.attention_recipe("maze", "grid_bias")
     assert compare.model_changes("HRM", bias)["pos_encoding"] == "grid_bias"
     assert compare.model_changes("TRM-MLP", bias) == {"arch": "trm", "mixer": "mlp", "pos_encoding": "none",
-                                                      "grid_box": 0}
+                                                      "grid_box": 0, "grid_bias_slope": 0.0}
+    # the maze preset's locality prior goes to every attention model, and only with grid_bias
+    assert bias.grid_bias_slope == 2.0
+    assert compare.model_changes("direct", bias)["grid_bias_slope"] == 2.0
+    assert compare.attention_recipe("maze", "rope").grid_bias_slope == 0.0
+
+
+def test_rows_measured_without_the_locality_prior_are_not_merged(tmp_path):
+    report = {"minutes_per_model": 1.0, "threads": 2, "data_config": {}, "attn_pos": "grid_bias",
+              "attn_train": {"lr": 1e-3}, "attn_grid_bias_slope": 2.0}
+    path = tmp_path / "old.json"
+    old = {k: v for k, v in report.items() if k != "attn_grid_bias_slope"}  # a file from before: slope 0
+    path.write_text(json.dumps({**old, "rows": [{"model": "HRM"}]}))
+    assert [r["model"] for r in compare.merge_rows(path, [{"model": "direct"}], report)] == ["direct"]
+    path.write_text(json.dumps({**report, "rows": [{"model": "HRM"}]}))
+    assert [r["model"] for r in compare.merge_rows(path, [{"model": "direct"}], report)] == ["HRM", "direct"]
 
 
 def _diff(a, b) -> dict:
@@ -101,7 +117,7 @@ def test_ablations_flag_appends_every_ablation_once():
 
 def test_merge_rows_orders_models_then_ablations(tmp_path):
     report = {"minutes_per_model": 1.0, "threads": 2, "data_config": {}, "attn_pos": "rope",
-              "attn_train": {"lr": 1e-3}}
+              "attn_train": {"lr": 1e-3}, "attn_grid_bias_slope": 0.0}
     path = tmp_path / "old.json"
     old = [{"model": "TRM-MLP no EMA"}, {"model": "HRM"}, {"model": "TRM-MLP"}]
     path.write_text(json.dumps({**report, "rows": old}))

@@ -181,6 +181,7 @@ class Trainer:
         self.tokens_seen = 0           # training tokens drawn (global batch x context per batch)
         self.train_seconds = 0.0       # wall time in training steps (validation excluded)
         self.train_cpu_seconds = 0.0   # process CPU time in training steps
+        self.out_of_time = False       # the minutes budget is spent on some rank (_clock_flags)
         self.history: list[dict[str, Any]] = []
 
     # -- one optimizer step ----------------------------------------------------------------
@@ -196,12 +197,19 @@ class Trainer:
         return self.train_cpu_seconds if self.cfg.budget_clock == "cpu" else self.train_seconds
 
     def _budget_left(self) -> bool:
-        t = self.cfg.train
-        if self.step >= t.train_steps:
-            return False
-        if t.max_minutes <= 0:
-            return True
-        return not self.dist.any_([self._spent() >= 60 * t.max_minutes])[0]  # all ranks stop together
+        """Steps left and time left. No collective: `out_of_time` is the flag every rank agreed on
+        at the last batch boundary (the clocks advance only between batches, so it also holds
+        between a batch's N_sup steps)."""
+        return self.step < self.cfg.train.train_steps and not self.out_of_time
+
+    def _clock_flags(self, next_timed_s: float) -> bool:
+        """One collective per batch: sets `out_of_time` and returns whether a timed validation is
+        due, each OR-ed over ranks so that all ranks stop and validate at the same step."""
+        t, spent = self.cfg.train, self._spent()
+        out, timed = self.dist.any_([t.max_minutes > 0 and spent >= 60 * t.max_minutes,
+                                     next_timed_s > 0 and spent >= next_timed_s])
+        self.out_of_time = out
+        return timed
 
     def train_batch(self, batch: Tensor, mask: Tensor | None = None) -> list[dict[str, float]]:
         """One batch of windows (B, L + 1), `mask` (B, L) the positions that carry loss (None =
@@ -342,6 +350,7 @@ class Trainer:
         every_s = t.eval_every_minutes * 60.0
         next_k = math.floor(self._spent() / every_s) + 1 if every_s > 0 else 0
         metrics: dict[str, Any] = {}
+        self._clock_flags(0.0)  # a resumed run whose budget is already spent trains no further
         while self._budget_left():
             batch, mask = self._draw(t.batch_size)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -359,7 +368,7 @@ class Trainer:
                     row["loss"] = float(loss)
                 self.logger.log(self.step, row)
                 last_log = self.step
-            timed = every_s > 0 and self.dist.any_([self._spent() >= next_k * every_s])[0]
+            timed = self._clock_flags(next_k * every_s)
             if timed:  # a step that passed several multiples validates once
                 next_k = max(next_k + 1, math.floor(self._spent() / every_s) + 1)
             if (self.step >= next_eval or timed) and self._budget_left():
