@@ -336,3 +336,8 @@ def test_lm_trainer_agrees_on_its_clocks_once_per_batch(monkeypatch):
     assert trainer.step == 8 and len(calls) == batches + 1
     assert all(len(f) == 2 and not f[0] for f in calls)  # [out of time, timed validation due]
     assert [h["step"] for h in trainer.history] == [2, 4, 6, 8]  # a timed validation after every batch
+    calls.clear()  # a run budgeted in steps only has nothing to agree on
+    cfg = load_lm_config("lm-tiny", [], ["train.train_steps=8", "train.eval_every=1000", "train.max_minutes=0",
+                                         "train.eval_every_minutes=0"], configs_dir())
+    trainer, _ = train_from_config(cfg, None)
+    assert trainer.step == 8 and calls == []

@@ -206,6 +206,8 @@ class Trainer:
         """One collective per batch: sets `out_of_time` and returns whether a timed validation is
         due, each OR-ed over ranks so that all ranks stop and validate at the same step."""
         t, spent = self.cfg.train, self._spent()
+        if t.max_minutes <= 0 and next_timed_s <= 0:
+            return False  # nothing timed: no collective (out_of_time stays False)
         out, timed = self.dist.any_([t.max_minutes > 0 and spent >= 60 * t.max_minutes,
                                      next_timed_s > 0 and spent >= next_timed_s])
         self.out_of_time = out
