@@ -41,7 +41,8 @@ from trmlm.puzzle.train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
 
 PRESETS = {"sudoku": "sudoku-cpu", "maze": "maze-cpu"}
-# The attention models' recipe per task: positions (pos_encoding, grid_box, grid_bias_slope) and
+# The attention models' recipe per task: positions (pos_encoding, grid_box, grid_bias_slope and
+# _prior) and
 # the learning rate and warmup of the task's attention preset, the measured fix for the "copy the
 # givens" plateau (docs/baselines.md). TRM-MLP and its ablations keep PRESETS[task]'s values.
 ATTN_PRESETS = {"sudoku": "sudoku-att-cpu", "maze": "maze-cpu"}
@@ -75,8 +76,9 @@ class AttnRecipe(NamedTuple):
 
     pos_encoding: str
     grid_box: int
-    grid_bias_slope: float  # the 2-D locality prior at init; 0 unless pos_encoding is grid_bias
+    grid_bias_slope: float  # the prior the grid bias starts as; 0 unless pos_encoding is grid_bias
     train: dict[str, Any]
+    grid_bias_prior: str = "locality"  # its shape: locality (mazes) or peers (Sudoku)
 
 
 def attention_recipe(task: str, pos_encoding: str | None = None) -> AttnRecipe:
@@ -85,7 +87,8 @@ def attention_recipe(task: str, pos_encoding: str | None = None) -> AttnRecipe:
     pos = pos_encoding or att.model.pos_encoding
     box = att.model.grid_box if pos in ("grid", "grid_bias") else 0
     slope = att.model.grid_bias_slope if pos == "grid_bias" else 0.0
-    return AttnRecipe(pos, box, slope, {k: getattr(att.train, k) for k in ATTN_TRAIN_KEYS})
+    prior = att.model.grid_bias_prior if slope else "locality"
+    return AttnRecipe(pos, box, slope, {k: getattr(att.train, k) for k in ATTN_TRAIN_KEYS}, prior)
 
 
 def model_changes(name: str, attn: AttnRecipe) -> dict:
@@ -98,6 +101,7 @@ def model_changes(name: str, attn: AttnRecipe) -> dict:
         changes["pos_encoding"] = attn.pos_encoding
         changes["grid_box"] = attn.grid_box
         changes["grid_bias_slope"] = attn.grid_bias_slope
+        changes["grid_bias_prior"] = attn.grid_bias_prior
     else:
         changes["grid_box"] = 0  # boxes and the locality prior exist only in the grid encodings
         changes["grid_bias_slope"] = 0.0
@@ -159,6 +163,7 @@ def merge_rows(path: Path, rows: list[dict], report: dict) -> list[dict]:
     same = (all(old.get(k) == report[k] for k in ("minutes_per_model", "threads", "data_config"))
             and old.get("attn_pos", "rope") == report["attn_pos"]  # files from before the flag: rope
             and old.get("attn_grid_bias_slope", 0.0) == report["attn_grid_bias_slope"]  # before: 0
+            and old.get("attn_grid_bias_prior", "locality") == report["attn_grid_bias_prior"]
             and old.get("attn_train", _legacy_attn_train(report)) == report["attn_train"])
     if not same:
         return rows
@@ -248,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
               "threads": args.threads, "device": "cpu", "cpu": platform.processor() or platform.machine(),
               "cores": os.cpu_count(), "torch": torch.__version__, "data": data.description,
               "data_config": to_dict(base.data), "attn_pos": attn.pos_encoding, "attn_grid_box": attn.grid_box,
-              "attn_grid_bias_slope": attn.grid_bias_slope,
+              "attn_grid_bias_slope": attn.grid_bias_slope, "attn_grid_bias_prior": attn.grid_bias_prior,
               "attn_train": attn.train, "curve_size": curve_size,
               "curve_points": args.curve_points, "rows": rows}
     path = args.out / f"puzzle_compare_{args.task}.json"

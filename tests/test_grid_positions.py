@@ -158,3 +158,22 @@ def test_grid_bias_slope_starts_as_a_2d_locality_prior():
     out = model(model.initial_state(2), torch.randint(1, 6, (2, 64)))
     out.logits.square().sum().backward()
     assert model.rel_bias.requires_grad and model.rel_bias.grad.abs().sum() > 0
+
+
+def test_peers_prior_starts_heads_on_the_row_the_column_and_the_box():
+    model = TRMPuzzleModel(cfg(pos_encoding="grid_bias", grid_box=3, grid_bias_slope=2.0,
+                               grid_bias_prior="peers"))
+    bias = model.grid_bias()  # (H, 81, 81)
+
+    def at(r, c):
+        return r * 9 + c
+
+    q = at(4, 4)  # centre cell: its box is rows 3-5, columns 3-5
+    row, col, box, other = at(4, 8), at(0, 4), at(3, 3), at(0, 0)
+    assert [float(bias[0, q, k]) for k in (row, col, box, other)] == [2.0, 0.0, 0.0, 0.0]
+    assert [float(bias[1, q, k]) for k in (row, col, box, other)] == [0.0, 2.0, 0.0, 0.0]
+    assert [float(bias[2, q, k]) for k in (row, col, box, other)] == [0.0, 0.0, 2.0, 0.0]
+    assert bias[3].abs().sum() == 0  # heads from 3 on start as plain attention
+    assert bias[2, q, at(4, 3)] == 2.0 and bias[2, q, at(4, 2)] == 0.0  # same row, other box
+    with pytest.raises(ValueError, match="peers needs grid_box"):
+        cfg(pos_encoding="grid_bias", seq_len=64, grid_bias_slope=2.0, grid_bias_prior="peers")

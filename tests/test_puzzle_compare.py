@@ -32,8 +32,8 @@ def test_every_model_builds_from_the_task_preset(task):
         model = build_puzzle_model(cfg)
         if cfg.mixer == "attention":
             # positions, lr and warmup of the task's attention preset; the rest of the CPU preset
-            assert (cfg.pos_encoding, cfg.grid_box, cfg.grid_bias_slope) == (
-                att.model.pos_encoding, att.model.grid_box, att.model.grid_bias_slope)
+            assert (cfg.pos_encoding, cfg.grid_box, cfg.grid_bias_slope, cfg.grid_bias_prior) == (
+                att.model.pos_encoding, att.model.grid_box, att.model.grid_bias_slope, att.model.grid_bias_prior)
             assert (train.lr, train.warmup_steps) == (att.train.lr, att.train.warmup_steps)
             assert train.batch_size == base.train.batch_size
             assert hasattr(model, "rel_bias") == (cfg.pos_encoding == "grid_bias")
@@ -54,6 +54,9 @@ def test_the_base_preset_is_what_trm_train_puzzle_runs(task):
 def test_sudoku_attention_models_get_the_measured_2d_recipe():
     attn = compare.attention_recipe("sudoku")
     assert (attn.pos_encoding, attn.grid_box) == ("grid_bias", 3)
+    assert (attn.grid_bias_slope, attn.grid_bias_prior) == (2.0, "peers")  # the Sudoku constraint prior
+    assert compare.model_changes("HRM", attn)["grid_bias_prior"] == "peers"
+    assert compare.attention_recipe("maze").grid_bias_prior == "locality"
     assert attn.train == {"lr": 1e-3, "warmup_steps": 300}
 
 
@@ -73,13 +76,15 @@ def test_attention_positions_follow_the_flag():
 
 def test_rows_measured_without_the_locality_prior_are_not_merged(tmp_path):
     report = {"minutes_per_model": 1.0, "threads": 2, "data_config": {}, "attn_pos": "grid_bias",
-              "attn_train": {"lr": 1e-3}, "attn_grid_bias_slope": 2.0}
+              "attn_train": {"lr": 1e-3}, "attn_grid_bias_slope": 2.0, "attn_grid_bias_prior": "locality"}
     path = tmp_path / "old.json"
     old = {k: v for k, v in report.items() if k != "attn_grid_bias_slope"}  # a file from before: slope 0
     path.write_text(json.dumps({**old, "rows": [{"model": "HRM"}]}))
     assert [r["model"] for r in compare.merge_rows(path, [{"model": "direct"}], report)] == ["direct"]
     path.write_text(json.dumps({**report, "rows": [{"model": "HRM"}]}))
     assert [r["model"] for r in compare.merge_rows(path, [{"model": "direct"}], report)] == ["HRM", "direct"]
+    peers = {**report, "attn_grid_bias_prior": "peers"}  # another prior's rows are not merged either
+    assert [r["model"] for r in compare.merge_rows(path, [{"model": "direct"}], peers)] == ["direct"]
 
 
 def _diff(a, b) -> dict:
@@ -117,7 +122,8 @@ def test_ablations_flag_appends_every_ablation_once():
 
 def test_merge_rows_orders_models_then_ablations(tmp_path):
     report = {"minutes_per_model": 1.0, "threads": 2, "data_config": {}, "attn_pos": "rope",
-              "attn_train": {"lr": 1e-3}, "attn_grid_bias_slope": 0.0}
+              "attn_train": {"lr": 1e-3}, "attn_grid_bias_slope": 0.0,
+              "attn_grid_bias_prior": "locality"}
     path = tmp_path / "old.json"
     old = [{"model": "TRM-MLP no EMA"}, {"model": "HRM"}, {"model": "TRM-MLP"}]
     path.write_text(json.dumps({**report, "rows": old}))

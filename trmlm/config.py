@@ -34,6 +34,10 @@ class TRMConfig:
     # starts at -slope * 2^-h * (|d_row| + |d_col|), so the first head looks at the neighbours and
     # the later ones ever wider (the last of 4 at slope/8). 0 = plain attention at init.
     grid_bias_slope: float = 0.0
+    # The shape of that prior: "locality" as above (mazes: a path continues next door), or
+    # "peers" (Sudoku: the cells a constraint ties together): head h starts at +slope on the
+    # cells of its own row (h % 3 == 0), column (1) or box (2); heads from 3 on start at zero.
+    grid_bias_prior: Literal["locality", "peers"] = "locality"
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     n_latent: int = 6                      # n: latent steps z = f(x + y + z) per cycle
@@ -72,6 +76,8 @@ class TRMConfig:
         if self.grid_bias_slope < 0 or (self.grid_bias_slope and self.pos_encoding != "grid_bias"):
             raise ValueError(f"grid_bias_slope {self.grid_bias_slope} must be >= 0 and applies only "
                              "to pos_encoding grid_bias")
+        if self.grid_bias_prior == "peers" and self.grid_bias_slope and not self.grid_box:
+            raise ValueError("grid_bias_prior peers needs grid_box (the box is one of its relations)")
         if self.puzzle_emb_len < 0:
             raise ValueError("puzzle_emb_len must be >= 0")
         if not 0.0 <= self.halt_exploration <= 1.0:

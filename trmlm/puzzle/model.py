@@ -55,6 +55,21 @@ def locality_prior(side: int, heads: int, slope: float) -> Tensor:
     return -slopes[:, None] * manhattan[None]
 
 
+def peers_prior(side: int, heads: int, slope: float) -> tuple[Tensor, Tensor]:
+    """Starting (rel_bias (H, (2N-1)^2), box_bias (H,)) of the Sudoku "peers" prior: head h at
+    +slope on every offset within its row (h % 3 == 0: d_row = 0) or column (1: d_col = 0), or on
+    its box (2: the box bias); heads from 3 on at zero. All zero when slope is 0."""
+    d = torch.arange(-(side - 1), side)
+    dr, dc = (d[:, None] == 0).expand(-1, d.numel()), (d[None] == 0).expand(d.numel(), -1)
+    rel, box = torch.zeros(heads, d.numel() ** 2), torch.zeros(heads)
+    for h in range(min(heads, 3)):
+        if h == 2:
+            box[h] = slope
+        else:
+            rel[h] = slope * (dr if h == 0 else dc).reshape(-1).float()
+    return rel, box
+
+
 def grid_rope_tables(side: int, prefix: int, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """2-D RoPE tables (P + L, Dh/2) for apply_rope: the first half of the rotary pairs turns with
     the cell's row, the second half with its column, so q.k depends on (row, column) offsets.
@@ -139,9 +154,15 @@ class TRMPuzzleModel(nn.Module):
         if hasattr(self, "prefix_pos_emb"):
             trunc_normal_(self.prefix_pos_emb, std=1.0 / math.sqrt(D))
         if hasattr(self, "rel_bias"):
+            c = self.cfg
             with torch.no_grad():
-                self.rel_bias.copy_(locality_prior(self.cfg.grid_side, self.cfg.n_heads,
-                                                   self.cfg.grid_bias_slope))
+                if c.grid_bias_prior == "peers":
+                    rel, box = peers_prior(c.grid_side, c.n_heads, c.grid_bias_slope)
+                    self.rel_bias.copy_(rel)
+                    if hasattr(self, "box_bias"):  # (a slope > 0 with peers needs grid_box)
+                        self.box_bias.copy_(box)
+                else:
+                    self.rel_bias.copy_(locality_prior(c.grid_side, c.n_heads, c.grid_bias_slope))
         # Q head starts at "never halt": weight 0, bias -5 (official trm.py).
         nn.init.zeros_(self.q_head.weight)
         nn.init.constant_(self.q_head.bias, -5.0)
