@@ -99,8 +99,10 @@ class LMConfig:
                                    # every step reads the states decoding will commit
     # "per_step": an optimizer step after every supervision step (the puzzle TRM's deep
     # supervision; a batch is used N_sup times); "per_batch": the N_sup step losses summed,
-    # one optimizer step per batch.
-    updates: Literal["per_step", "per_batch"] = "per_step"
+    # one optimizer step per batch; "sampled": one optimizer step per batch at a supervision step
+    # s drawn uniformly from 1..N_sup, steps 1..s-1 run without grad (they only make the state
+    # step s starts from): every depth is trained in expectation at about one step's cost.
+    updates: Literal["per_step", "per_batch", "sampled"] = "per_step"
     # per_batch only: the gradient of step s's loss also flows through the committed cache into
     # the earlier tokens' states of step s-1 (straight-through: the cache keeps its value), so
     # earlier tokens learn to hand later ones what they need.
@@ -128,6 +130,11 @@ class LMConfig:
             raise ValueError("cache_sweeps must be >= 0")
         if self.cross_grad and self.updates != "per_batch":
             raise ValueError("cross_grad needs updates=per_batch (the gradient crosses supervision steps)")
+        if self.updates == "sampled" and self.step_weights != "equal":
+            raise ValueError("step_weights applies to updates per_step / per_batch (sampled trains one step per batch)")
+        if self.updates == "sampled" and self.halt.target == "final" and self.train_cache != "final_sweep":
+            raise ValueError("updates=sampled with halt.target=final needs train_cache=final_sweep "
+                             "(its states are the full-depth reference of the halt labels)")
 
     @property
     def context(self) -> int:

@@ -23,7 +23,8 @@ def commit_pass(model: TRMLanguageModel, x: Tensor, state: RecursionState, grad:
 
 def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
                       commit_grad: bool = True, grad: GradMode = "last_cycle",
-                      committed: RecursionState | None = None, cross_grad: bool = False) -> RecursionState:
+                      committed: RecursionState | None = None, cross_grad: bool = False,
+                      kvs: list[KV] | None = None) -> RecursionState:
     """Training supervision step s: commit pass over the detached y^(s-1) -> cache C^(s-1), then
     one supervision step of every position reading C^(s-1) strictly to its left plus its own live
     K/V. Within the step the prefix is fixed, exactly as during generation. `committed`
@@ -31,13 +32,17 @@ def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
 
     cross_grad: the committed states keep their value, but their gradient flows into state.y
     (y^(s-1) with the graph of the step that made it): straight-through, so a later token's
-    loss trains what the earlier tokens hand it."""
+    loss trains what the earlier tokens hand it.
+
+    kvs: the committed cache, already computed (several no-grad steps reading one `committed`)."""
     L = x.shape[1]
+    positions = torch.arange(L, device=x.device)
+    if kvs is not None:
+        return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
     source = (state if committed is None else committed).detach()
     if cross_grad and state.y.requires_grad:
         source = RecursionState(source.y + (state.y - state.y.detach()), source.z + (state.z - state.z.detach()))
     kvs = commit_pass(model, x, source, grad=commit_grad and grad != "none")
-    positions = torch.arange(L, device=x.device)
     return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
 
 

@@ -23,7 +23,7 @@ from trmlm.lm.evaluate import evaluate_lm
 from trmlm.lm.generate import GenerationConfig, SampleDone, generate
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
-from trmlm.lm.parallel import final_sweep_states, supervision_sweep
+from trmlm.lm.parallel import commit_pass, final_sweep_states, supervision_sweep
 from trmlm.lm.tasks import TextTask, get_task
 from trmlm.lm.tasks.base import Example
 from trmlm.lm.tasks.batches import TaskBatches, heldout_rows
@@ -117,7 +117,8 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor, targets: Tensor,
-              ce: Tensor, history: list[tuple[Tensor, Tensor]], last: bool) -> Tensor:
+              ce: Tensor, history: list[tuple[Tensor, Tensor]], last: bool,
+              reference: Tensor | None = None) -> Tensor:
     """The halting head's loss after supervision step s (docs/language-model.md, "Halting").
 
     `correct`: BCE(q(y_s), 1[argmax head(y_s) == t_{i+1}]). `improvement` (Ouro): q(y_{s-1})
@@ -125,7 +126,9 @@ def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor,
     CE_{s-1} - CE_s) - margin)); no label at s = 1. `final`: at the last step, q(y_s) of every
     step s learns whether stopping there loses against full depth: halt label = 1 - sigmoid(
     scale (max(0, CE_s - CE_{N_sup}) - margin)). `history` holds the detached (y_s, CE_s) of the
-    earlier steps; every label comes from detached losses (all tokens, whatever the loss mask)."""
+    earlier steps; every label comes from detached losses (all tokens, whatever the loss mask).
+    `reference` (updates=sampled, which never reaches step N_sup): the full-depth CE to compare
+    with, from the final_sweep states; the labels then come at whatever step the batch stops."""
     h = cfg.halt
     if h.target == "correct":
         label = (logits.detach().argmax(-1) == targets).float()
@@ -137,15 +140,23 @@ def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor,
         gain = (prev_ce - ce.detach()).clamp(min=0)
         cont = torch.sigmoid(h.improvement_scale * (gain - h.improvement_margin))
         return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), 1.0 - cont)
-    if not last:
+    if not last and reference is None:
         return y.new_zeros(())
-    final_ce = ce.detach()
+    final_ce = ce.detach() if reference is None else reference
     losses = []
-    for past_y, past_ce in [*history, (y.detach(), final_ce)]:
+    for past_y, past_ce in [*history, (y.detach(), ce.detach())]:
         loss_gap = (past_ce - final_ce).clamp(min=0)
         cont = torch.sigmoid(h.improvement_scale * (loss_gap - h.improvement_margin))
         losses.append(F.binary_cross_entropy_with_logits(model.halt_logit(past_y), 1.0 - cont))
     return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def _step_log(model: TRMLanguageModel, y: Tensor, ce: Tensor, mask: Tensor | None, q_loss: Tensor,
+              sup_step: int) -> dict[str, float]:
+    """What a TRM supervision step logs: its loss, halting loss, step and mean halt probability."""
+    return {"loss": float(_masked_mean(ce, mask)), "q_loss": float(q_loss), "sup_step": sup_step,
+            "halt_prob": float(torch.sigmoid(model.halt_logit(y)).mean())}
 
 
 class Trainer:
@@ -224,6 +235,8 @@ class Trainer:
                 ce = token_cross_entropy(model(inp)[0], tgt, cfg.train.loss)
             self._update(_masked_mean(ce, mask))
             return [{"loss": float(_masked_mean(ce.detach(), mask))}]
+        if cfg.updates == "sampled":
+            return [self._train_sampled(inp, tgt, mask)]
         per_batch = cfg.updates == "per_batch"
         state = model.initial_state(*inp.shape)
         history: list[tuple[Tensor, Tensor]] = []  # detached (y_s, CE_s) for the halting labels
@@ -256,10 +269,7 @@ class Trainer:
                     total = loss / S if total is None else total + loss / S
                 else:
                     self._update(loss)
-            with torch.no_grad():
-                halt_p = torch.sigmoid(model.halt_logit(new.y)).mean()
-            logs.append({"loss": float(_masked_mean(ce.detach(), mask)), "q_loss": float(q_loss.detach()),
-                         "sup_step": s + 1, "halt_prob": float(halt_p)})
+            logs.append(_step_log(model, new.y, ce, mask, q_loss, s + 1))
             history.append((new.y.detach(), ce.detach()))
             # The carry is detached for the recursion (the core detaches it before the last
             # cycle); with cross_grad the commit of step s+1 still reaches this step's graph.
@@ -267,6 +277,38 @@ class Trainer:
         if per_batch:
             self._update(total)
         return logs
+
+    def _train_sampled(self, inp: Tensor, tgt: Tensor, mask: Tensor | None) -> dict[str, float]:
+        """updates=sampled: one optimizer step at supervision step s ~ U{1..N_sup}. Steps 1..s-1
+        run without grad from the initial state; the cache (the final_sweep states' commit, or
+        previous_step's) is what the per-step scheme reads, computed once for the no-grad steps.
+        The halt head learns on the (detached) states of all s steps."""
+        cfg, model = self.cfg, self.model
+        s_grad = int(self.rng.integers(1, cfg.model.max_sup_steps + 1))
+        loss_fn = cfg.train.loss
+        state = model.initial_state(*inp.shape)
+        history: list[tuple[Tensor, Tensor]] = []
+        committed = reference = None
+        with torch.no_grad(), self.runtime.autocast():
+            x = model.embed_tokens(inp)
+            if cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5):
+                committed = final_sweep_states(model, x, cfg.cache_sweeps or cfg.model.max_sup_steps,
+                                               self._cache_policy())
+                reference = token_cross_entropy(model.logits(committed.y), tgt, loss_fn)
+            kvs = commit_pass(model, x, committed, grad=False) if committed is not None else None
+            for _ in range(s_grad - 1):
+                state = supervision_sweep(model, state, x, committed=committed, kvs=kvs, grad="none")
+                history.append((state.y, token_cross_entropy(model.logits(state.y), tgt, loss_fn)))
+        with self.runtime.autocast():
+            new = supervision_sweep(model, state, model.embed_tokens(inp), commit_grad=cfg.commit_grad,
+                                    committed=committed)
+            logits = model.logits(new.y)
+            ce = token_cross_entropy(logits, tgt, loss_fn)
+            q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history,
+                               last=s_grad == cfg.model.max_sup_steps, reference=reference)
+            loss = _masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
+        self._update(loss)
+        return _step_log(model, new.y, ce, mask, q_loss, s_grad)
 
     def _cache_policy(self) -> HaltPolicy | None:
         """With cache_halting, the final_sweep pass stops each token where decoding would (the
