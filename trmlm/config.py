@@ -36,7 +36,7 @@ class TRMConfig:
     grid_bias_slope: float = 0.0
     # The shape of that prior: "locality" as above (mazes: a path continues next door), or
     # "peers" (Sudoku: the cells a constraint ties together): head h starts at +slope on the
-    # cells of its own row (h % 3 == 0), column (1) or box (2); heads from 3 on start at zero.
+    # cells of its query's row (head 0), column (head 1) or box (head 2); heads from 3 on at zero.
     grid_bias_prior: Literal["locality", "peers"] = "locality"
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5

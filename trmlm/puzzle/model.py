@@ -57,8 +57,8 @@ def locality_prior(side: int, heads: int, slope: float) -> Tensor:
 
 def peers_prior(side: int, heads: int, slope: float) -> tuple[Tensor, Tensor]:
     """Starting (rel_bias (H, (2N-1)^2), box_bias (H,)) of the Sudoku "peers" prior: head h at
-    +slope on every offset within its row (h % 3 == 0: d_row = 0) or column (1: d_col = 0), or on
-    its box (2: the box bias); heads from 3 on at zero. All zero when slope is 0."""
+    +slope on every offset within the row (head 0: d_row = 0), the column (head 1: d_col = 0) or
+    the box (head 2: the box bias); heads from 3 on at zero. All zero when slope is 0."""
     d = torch.arange(-(side - 1), side)
     dr, dc = (d[:, None] == 0).expand(-1, d.numel()), (d[None] == 0).expand(d.numel(), -1)
     rel, box = torch.zeros(heads, d.numel() ** 2), torch.zeros(heads)
