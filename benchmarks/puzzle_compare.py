@@ -41,10 +41,10 @@ from trmlm.puzzle.train import run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
 
 PRESETS = {"sudoku": "sudoku-cpu", "maze": "maze-cpu"}
-# The attention models' recipe per task: positions (pos_encoding, grid_box, grid_bias_slope and
-# _prior) and
-# the learning rate and warmup of the task's attention preset, the measured fix for the "copy the
-# givens" plateau (docs/baselines.md). TRM-MLP and its ablations keep PRESETS[task]'s values.
+# The attention models' recipe per task: positions (pos_encoding, grid_box, grid_bias_slope,
+# grid_bias_prior) and the learning rate and warmup of the task's attention preset, the measured
+# fix for the "copy the givens" plateau (docs/baselines.md). TRM-MLP and its ablations keep
+# PRESETS[task]'s values.
 ATTN_PRESETS = {"sudoku": "sudoku-att-cpu", "maze": "maze-cpu"}
 ATTN_TRAIN_KEYS = ("lr", "warmup_steps")
 # name -> model-config changes from the CPU preset. HRM: two 4-block nets, H_cycles = L_cycles = 2

@@ -318,7 +318,8 @@ def train_step_table(report: dict[str, Any]) -> Table:
     for r in report["rows"]:
         unit = "tok/s" if r["throughput_unit"] == "tokens/s" else "ex*st/s"
         name = r["preset"]  # a preset file by its stem (the JSON keeps the path): rich cuts long cells
-        table.add_row(Path(name).stem if name.endswith((".yaml", ".yml")) else name, f"{r['params'] / 1e6:.2f}M", str(r["batch"]), f"{r['step_seconds']:.3f}",
+        name = Path(name).stem if name.endswith((".yaml", ".yml")) else name
+        table.add_row(name, f"{r['params'] / 1e6:.2f}M", str(r["batch"]), f"{r['step_seconds']:.3f}",
                       f"{r['throughput']:.1f} {unit}", f"{r['gflop_per_step']:.2f}",
                       f"{r['achieved_gflops']:.1f}", f"{100 * r['mfu']:.1f}%",
                       *((f"{r['peer_ratio']:.2f}x" if "peer_ratio" in r else "",) if with_peer else ()))
