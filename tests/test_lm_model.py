@@ -273,7 +273,7 @@ def test_halting_targets():
     """`correct`: label 1 where argmax is right; `improvement`: lagged Ouro label on q(y_{s-1})."""
     import torch.nn.functional as F
 
-    from trmlm.lm.train import halt_loss
+    from trmlm.lm.objective import halt_loss
 
     model = make()
     cfg = model.cfg

@@ -15,7 +15,8 @@ from trmlm.lm.data import TokenData
 from trmlm.lm.model import build_model
 from trmlm.lm.parallel import final_sweep_states, supervision_sweep
 from trmlm.lm.tokenizer import CharTokenizer
-from trmlm.lm.train import Trainer, halt_loss, train_from_config
+from trmlm.lm.objective import halt_loss
+from trmlm.lm.train import Trainer, train_from_config
 
 
 def _cfg(*extra: str):

@@ -282,7 +282,7 @@ def test_task_end_to_end_and_depth_beyond_training(tmp_path):
 
 
 def test_step_weights():
-    from trmlm.lm.train import step_weights
+    from trmlm.lm.objective import step_weights
 
     assert step_weights("equal", 3) == [1.0, 1.0, 1.0]
     assert step_weights("linear", 3) == pytest.approx([0.5, 1.0, 1.5])

@@ -23,7 +23,7 @@ def heldout_ids(lm, data_file: Path | None) -> tuple[np.ndarray, float, str]:
     """Token ids of the evaluation text, characters per token, and where they came from: the whole
     of `data_file` if given, else the held-out split of the checkpoint's training data."""
     if data_file is None:
-        from trmlm.lm.train import prepare_data
+        from trmlm.lm.prepare import prepare_data
 
         _, split = prepare_data(lm.cfg, lm.tokenizer)
         return split.val, split.val_chars_per_token, "held-out split of the checkpoint's data config"

@@ -6,28 +6,27 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from trmlm.errors import TRMError
 from trmlm.lm.checkpoint import save_lm
 from trmlm.lm.config import LMConfig
-from trmlm.lm.data import TokenData, load_text, random_windows, split_text
+from trmlm.lm.data import TokenData, random_windows
 from trmlm.lm.evaluate import evaluate_lm
 from trmlm.lm.generate import GenerationConfig, SampleDone, generate
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
+from trmlm.lm.objective import masked_mean, step_log, halt_loss, step_weights
 from trmlm.lm.parallel import commit_pass, final_sweep_states, supervision_sweep
+from trmlm.lm.prepare import TaskSetup, prepare_data, prepare_task
 from trmlm.lm.tasks import TextTask, get_task
-from trmlm.lm.tasks.base import Example
-from trmlm.lm.tasks.batches import TaskBatches, heldout_rows
-from trmlm.lm.tokenizer import CharTokenizer, Tokenizer, load_tokenizer, train_tokenizer
+from trmlm.lm.tasks.batches import TaskBatches
+from trmlm.lm.tokenizer import Tokenizer, load_tokenizer
 from trmlm.logging import Logger
 from trmlm.modelcard import provenance
 from trmlm.losses import token_cross_entropy
@@ -45,118 +44,6 @@ class Reporter:
     def step(self, step: int, metrics: dict[str, float]) -> None: ...
     def message(self, text: str) -> None: ...
     def stop(self) -> None: ...
-
-
-@dataclass
-class TaskSetup:
-    """A reasoning-text task being trained: its generator and the held-out problems."""
-
-    task: TextTask
-    heldout: list[Example]       # validation problems (scored during training)
-    test: list[Example]          # test problems (reported figures); both kept out of training
-
-
-def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = None
-                 ) -> tuple[Tokenizer, TokenData, TaskSetup]:
-    """A task's char tokenizer (its alphabet) and its held-out problems (task_eval_seed) as the
-    held-out split; training windows are generated as needed (TaskBatches)."""
-    if cfg.data.files or cfg.data.hub_dataset:
-        raise TRMError("give either a task or data files / a hub dataset, not both")
-    heldout = task.examples(cfg.data.task_eval_problems, cfg.data.task_eval_seed)
-    test = task.examples(cfg.data.task_test_problems, cfg.data.task_test_seed)
-    tok = tokenizer or CharTokenizer(sorted(set(task.alphabet)))
-    rows = heldout_rows(heldout, cfg.context + 1)
-    if not rows:
-        raise TRMError(f"{len(heldout)} held-out problems do not fill one window of {cfg.context + 1} "
-                       "characters; raise data.task_eval_problems")
-    val = np.asarray(tok.encode("".join(rows)), dtype=np.int64)
-    data = TokenData(train=np.zeros(0, np.int64), val=val, val_chars=len(val), val_row_length=cfg.context + 1)
-    return tok, data, TaskSetup(task, heldout, test)
-
-
-def prepare_data(cfg: LMConfig, tokenizer: Tokenizer | None = None) -> tuple[Tokenizer, TokenData]:
-    """Load text, split off the last val_fraction, get a tokenizer (given, from
-    data.tokenizer_path, or trained), encode both splits.
-
-    A char tokenizer takes its alphabet from the whole text (a held-out character absent from
-    the train split would otherwise be unencodable); BPE/sentencepiece train on the train split.
-    """
-    text = load_text(cfg.data)
-    train_text, val_text = split_text(text, cfg.data.val_fraction)
-    if tokenizer is not None:
-        tok = tokenizer
-    elif cfg.data.tokenizer_path:
-        tok = load_tokenizer(cfg.data.tokenizer_path)
-    else:
-        tok = train_tokenizer(cfg.data.tokenizer, text if cfg.data.tokenizer == "char" else train_text,
-                              cfg.data.vocab_size)
-    enc = lambda s: np.asarray(tok.encode(s), dtype=np.int64)  # noqa: E731
-    return tok, TokenData(train=enc(train_text), val=enc(val_text), val_chars=len(val_text))
-
-
-@dataclass
-class StepResult:
-    loss: Tensor          # with grad
-    ce: Tensor            # (B, L) detached per-token CE
-    metrics: dict[str, float]
-
-
-def step_weights(kind: str, steps: int) -> list[float]:
-    """Per-supervision-step loss weights, mean 1 (LMConfig.step_weights)."""
-    if kind == "equal":
-        return [1.0] * steps
-    if kind == "linear":
-        return [steps * (s + 1) / sum(range(1, steps + 1)) for s in range(steps)]
-    return [0.0] * (steps - 1) + [float(steps)]
-
-
-def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
-    if mask is None:
-        return values.mean()
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor, targets: Tensor,
-              ce: Tensor, history: list[tuple[Tensor, Tensor]], last: bool,
-              reference: Tensor | None = None) -> Tensor:
-    """The halting head's loss after supervision step s (docs/language-model.md, "Halting").
-
-    `correct`: BCE(q(y_s), 1[argmax head(y_s) == t_{i+1}]). `improvement` (Ouro): q(y_{s-1})
-    learns whether step s lowered the token's CE: halt label = 1 - sigmoid(scale (max(0,
-    CE_{s-1} - CE_s) - margin)); no label at s = 1. `final`: at the last step, q(y_s) of every
-    step s learns whether stopping there loses against full depth: halt label = 1 - sigmoid(
-    scale (max(0, CE_s - CE_{N_sup}) - margin)). `history` holds the detached (y_s, CE_s) of the
-    earlier steps; every label comes from detached losses (all tokens, whatever the loss mask).
-    `reference` (updates=sampled, which never reaches step N_sup): the full-depth CE to compare
-    with, from the final_sweep states; the labels then come at whatever step the batch stops."""
-    h = cfg.halt
-    if h.target == "correct":
-        label = (logits.detach().argmax(-1) == targets).float()
-        return F.binary_cross_entropy_with_logits(model.halt_logit(y), label)
-    if h.target == "improvement":
-        if not history:
-            return y.new_zeros(())
-        prev_y, prev_ce = history[-1]
-        gain = (prev_ce - ce.detach()).clamp(min=0)
-        cont = torch.sigmoid(h.improvement_scale * (gain - h.improvement_margin))
-        return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), 1.0 - cont)
-    if not last and reference is None:
-        return y.new_zeros(())
-    final_ce = ce.detach() if reference is None else reference
-    losses = []
-    for past_y, past_ce in [*history, (y.detach(), ce.detach())]:
-        loss_gap = (past_ce - final_ce).clamp(min=0)
-        cont = torch.sigmoid(h.improvement_scale * (loss_gap - h.improvement_margin))
-        losses.append(F.binary_cross_entropy_with_logits(model.halt_logit(past_y), 1.0 - cont))
-    return torch.stack(losses).mean()
-
-
-@torch.no_grad()
-def _step_log(model: TRMLanguageModel, y: Tensor, ce: Tensor, mask: Tensor | None, q_loss: Tensor,
-              sup_step: int) -> dict[str, float]:
-    """What a TRM supervision step logs: its loss, halting loss, step and mean halt probability."""
-    return {"loss": float(_masked_mean(ce, mask)), "q_loss": float(q_loss), "sup_step": sup_step,
-            "halt_prob": float(torch.sigmoid(model.halt_logit(y)).mean())}
 
 
 class Trainer:
@@ -233,8 +120,8 @@ class Trainer:
         if not isinstance(model, TRMLanguageModel):
             with self.runtime.autocast():
                 ce = token_cross_entropy(model(inp)[0], tgt, cfg.train.loss)
-            self._update(_masked_mean(ce, mask))
-            return [{"loss": float(_masked_mean(ce.detach(), mask))}]
+            self._update(masked_mean(ce, mask))
+            return [{"loss": float(masked_mean(ce.detach(), mask))}]
         if cfg.updates == "sampled":
             return [self._train_sampled(inp, tgt, mask)]
         per_batch = cfg.updates == "per_batch"
@@ -263,13 +150,13 @@ class Trainer:
                 q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history, last=last)
                 loss = cfg.train.halt_loss_weight * q_loss
                 if weights[s] > 0:
-                    loss = loss + weights[s] * _masked_mean(ce, mask)
+                    loss = loss + weights[s] * masked_mean(ce, mask)
             if loss.requires_grad:  # (not a warm-up step of step_weights=last with nothing to train)
                 if per_batch:
                     total = loss / S if total is None else total + loss / S
                 else:
                     self._update(loss)
-            logs.append(_step_log(model, new.y, ce, mask, q_loss, s + 1))
+            logs.append(step_log(model, new.y, ce, mask, q_loss, s + 1))
             history.append((new.y.detach(), ce.detach()))
             # The carry is detached for the recursion (the core detaches it before the last
             # cycle); with cross_grad the commit of step s+1 still reaches this step's graph.
@@ -306,9 +193,9 @@ class Trainer:
             ce = token_cross_entropy(logits, tgt, loss_fn)
             q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history,
                                last=s_grad == cfg.model.max_sup_steps, reference=reference)
-            loss = _masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
+            loss = masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
         self._update(loss)
-        return _step_log(model, new.y, ce, mask, q_loss, s_grad)
+        return step_log(model, new.y, ce, mask, q_loss, s_grad)
 
     def _cache_policy(self) -> HaltPolicy | None:
         """With cache_halting, the final_sweep pass stops each token where decoding would (the

@@ -1,0 +1,68 @@
+"""The TRM LM's training objective pieces: per-step loss weights and the halting head's loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trmlm.lm.config import LMConfig
+from trmlm.lm.model import TRMLanguageModel
+
+
+def step_weights(kind: str, steps: int) -> list[float]:
+    """Per-supervision-step loss weights, mean 1 (LMConfig.step_weights)."""
+    if kind == "equal":
+        return [1.0] * steps
+    if kind == "linear":
+        return [steps * (s + 1) / sum(range(1, steps + 1)) for s in range(steps)]
+    return [0.0] * (steps - 1) + [float(steps)]
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return values.mean()
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor, targets: Tensor,
+              ce: Tensor, history: list[tuple[Tensor, Tensor]], last: bool,
+              reference: Tensor | None = None) -> Tensor:
+    """The halting head's loss after supervision step s (docs/language-model.md, "Halting").
+
+    `correct`: BCE(q(y_s), 1[argmax head(y_s) == t_{i+1}]). `improvement` (Ouro): q(y_{s-1})
+    learns whether step s lowered the token's CE: halt label = 1 - sigmoid(scale (max(0,
+    CE_{s-1} - CE_s) - margin)); no label at s = 1. `final`: at the last step, q(y_s) of every
+    step s learns whether stopping there loses against full depth: halt label = 1 - sigmoid(
+    scale (max(0, CE_s - CE_{N_sup}) - margin)). `history` holds the detached (y_s, CE_s) of the
+    earlier steps; every label comes from detached losses (all tokens, whatever the loss mask).
+    `reference` (updates=sampled, which never reaches step N_sup): the full-depth CE to compare
+    with, from the final_sweep states; the labels then come at whatever step the batch stops."""
+    h = cfg.halt
+    if h.target == "correct":
+        label = (logits.detach().argmax(-1) == targets).float()
+        return F.binary_cross_entropy_with_logits(model.halt_logit(y), label)
+    if h.target == "improvement":
+        if not history:
+            return y.new_zeros(())
+        prev_y, prev_ce = history[-1]
+        gain = (prev_ce - ce.detach()).clamp(min=0)
+        cont = torch.sigmoid(h.improvement_scale * (gain - h.improvement_margin))
+        return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), 1.0 - cont)
+    if not last and reference is None:
+        return y.new_zeros(())
+    final_ce = ce.detach() if reference is None else reference
+    losses = []
+    for past_y, past_ce in [*history, (y.detach(), ce.detach())]:
+        loss_gap = (past_ce - final_ce).clamp(min=0)
+        cont = torch.sigmoid(h.improvement_scale * (loss_gap - h.improvement_margin))
+        losses.append(F.binary_cross_entropy_with_logits(model.halt_logit(past_y), 1.0 - cont))
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def step_log(model: TRMLanguageModel, y: Tensor, ce: Tensor, mask: Tensor | None, q_loss: Tensor,
+              sup_step: int) -> dict[str, float]:
+    """What a TRM supervision step logs: its loss, halting loss, step and mean halt probability."""
+    return {"loss": float(masked_mean(ce, mask)), "q_loss": float(q_loss), "sup_step": sup_step,
+            "halt_prob": float(torch.sigmoid(model.halt_logit(y)).mean())}
