@@ -14,7 +14,9 @@ used the separate validation set) by greedy sequential decoding with the real KV
 also at every fixed depth 1..4 N_sup (the depth curve; beyond N_sup is test-time depth the model
 was never trained at) and with learned halting against random exits (`trm bench
 --adaptive-compute`). Each run is a `trm` command; with `--lock FILE` every run waits for that
-flock (one heavy job at a time on a shared machine). Writes a table and
+flock (one heavy job at a time on a shared machine). `--calibrate-halt MARGIN` scores the TRM's
+learned halting after `trm calibrate-halt` (the halting head refitted on decoding's states; the
+depth curve is the same weights either way). Writes a table and
 benchmarks/results/lm_tasks.json (rows merged by (task, model, budget)).
 """
 
@@ -99,6 +101,12 @@ def main() -> None:
     p.add_argument("--models", default="trm," + ",".join(BASELINES))
     p.add_argument("--trm-set", action="append", default=[], help="--set for the TRM run only")
     p.add_argument("--set", dest="common_set", action="append", default=[], help="--set for every run")
+    p.add_argument("--baseline-set", action="append", default=[], help="--set for the baseline runs only (e.g. their best batch)")
+    p.add_argument("--calibrate-halt", type=float, default=None, metavar="MARGIN",
+                   help="refit the TRM's halting head on decoding's states (trm calibrate-halt --margin MARGIN) "
+                        "before scoring its learned halting")
+    p.add_argument("--calibrate-scored", default="targets", choices=("targets", "all"),
+                   help="trm calibrate-halt --scored: the positions whose own prediction the labels judge")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", default=str(ROOT / "runs" / "lm_tasks"))
     p.add_argument("--out", default=str(RESULTS))
@@ -113,9 +121,15 @@ def main() -> None:
     trm = train(args, f"{tag}-trm", "trm", args.task, base + args.trm_set)
     tokens = trm["meta"]["train_tokens"]
     if "trm" in models:
-        rep = score(args, trm["dir"], args.task)
-        bench_dir = Path(trm["dir"]) / "bench"
-        run(args, "bench", "--adaptive-compute", "--checkpoint", trm["dir"], "--task", args.task,
+        scored = trm["dir"]
+        if args.calibrate_halt is not None:  # the same weights, the halting head refitted
+            scored = trm["dir"] + "-halt"
+            run(args, "calibrate-halt", "--checkpoint", trm["dir"], "--out", scored, "--overwrite",
+                "--margin", str(args.calibrate_halt), "--scored", args.calibrate_scored,
+                "--threads", str(args.threads))
+        rep = score(args, scored, args.task)
+        bench_dir = Path(scored) / "bench"
+        run(args, "bench", "--adaptive-compute", "--checkpoint", scored, "--task", args.task,
             "--problems", str(args.problems), "--max-steps", str(4 * rep["max_steps"]), "--out",
             str(bench_dir), "--quiet", "--thresholds", args.thresholds, "--threads", str(args.threads))
         ada = json.loads((bench_dir / "task_report.json").read_text())
@@ -128,7 +142,10 @@ def main() -> None:
                  steps_hard=ada["steps_hard"], steps_easy=ada["steps_easy"],
                  halt_beats_random=ada["halt_beats_random"], halt_targets=ada["targets"],
                  steps_mean=rep["steps_mean"], steps_per_category=rep["steps_per_category"],
-                 adaptive_report=str(bench_dir / "task_report.json"))
+                 adaptive_report=str(bench_dir / "task_report.json"), halt_calibration_margin=args.calibrate_halt,
+                 halt_calibration_scored=args.calibrate_scored if args.calibrate_halt is not None else None,
+                 checkpoint=scored,
+                 trm_set=list(args.trm_set))
         rows.append(r)
         rows.append(dict(r, budget="equal_tokens"))  # the TRM defines both budgets
     for model in [m for m in models if m in BASELINES]:
@@ -139,8 +156,10 @@ def main() -> None:
                 extra = [f"train.max_minutes=0", f"train.train_steps={math.ceil(tokens / _tokens_per_step(args))}"]
             else:
                 extra = [f"train.max_minutes={args.minutes}", "train.train_steps=100000000"]
-            trained = train(args, f"{tag}-{model}-{budget}", arch, task, [*args.common_set, *extra])
-            rows.append(row(args.task, model, budget, trained, score(args, trained["dir"], task)))
+            trained = train(args, f"{tag}-{model}-{budget}", arch, task,
+                            [*args.common_set, *args.baseline_set, *extra])
+            rows.append(dict(row(args.task, model, budget, trained, score(args, trained["dir"], task)),
+                             baseline_set=list(args.baseline_set)))
     write(args, rows)
 
 
@@ -149,7 +168,7 @@ def _tokens_per_step(args: argparse.Namespace) -> int:
     from trmlm.cli.common import configs_dir
     from trmlm.lm.config import load_lm_config
 
-    cfg = load_lm_config(args.preset, [], list(args.common_set), configs_dir())
+    cfg = load_lm_config(args.preset, [], [*args.common_set, *args.baseline_set], configs_dir())
     return cfg.train.batch_size * cfg.context
 
 

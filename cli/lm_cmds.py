@@ -1,4 +1,4 @@
-"""Language-model commands: train-lm, generate, train-tokenizer (eval-lm: eval_lm_cmds.py)."""
+"""Language-model commands: train-lm, generate, train-tokenizer (eval-lm: eval_lm_cmds.py; calibrate-halt: calibrate_cmds.py)."""
 
 from __future__ import annotations
 
@@ -337,9 +337,11 @@ def train_tokenizer_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    from trmlm.cli.calibrate_cmds import calibrate_halt_cmd
     from trmlm.cli.eval_lm_cmds import eval_lm_cmd
 
     app.command("train-lm")(user_errors(train_lm_cmd))
     app.command("generate")(user_errors(generate_cmd))
     app.command("eval-lm")(user_errors(eval_lm_cmd))
     app.command("train-tokenizer")(user_errors(train_tokenizer_cmd))
+    app.command("calibrate-halt")(user_errors(calibrate_halt_cmd))

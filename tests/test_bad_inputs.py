@@ -616,6 +616,12 @@ CASES = [
          needle="is not UTF-8 text", setup=write("bin.dat", bytes(range(128, 256)) * 16)),
     Case("e14_png_dir", "eval-puzzle --png pngdir (control: writes and reports pngdir.png)",
          ["eval-puzzle", "sudoku", "--checkpoint", S, "--png", "pngdir", "--json"], 0, check=_png_reported),
+    Case("e15_calib_puzzle", "a puzzle checkpoint to calibrate-halt", ["calibrate-halt", "--checkpoint", S,
+         "--out", "cal"], needle="is a puzzle checkpoint"),
+    Case("e16_calib_same_out", "calibrate-halt --out the checkpoint itself (its halting head would be lost)",
+         ["calibrate-halt", "--checkpoint", LM, "--out", LM], needle="--out must differ from --checkpoint", fast=True),
+    Case("e17_calib_margin", "calibrate-halt --margin -1", ["calibrate-halt", "--checkpoint", LM, "--out", "cal",
+         "--margin", "-1"], needle="margin must be >= 0"),
 ]
 
 _names = [c.name for c in CASES]

@@ -18,7 +18,7 @@ PUZZLE_PRESETS = sorted(p for p in configs_dir().glob("*.yaml") if "task" in loa
 
 def test_presets_exist():
     names = {p.stem for p in PUZZLE_PRESETS}
-    assert {"sudoku-cpu", "sudoku-att-cpu", "sudoku-tiny", "sudoku-extreme-mlp", "sudoku-extreme-att",
+    assert {"sudoku-cpu", "sudoku-att-cpu", "sudoku-hard-cpu", "sudoku-tiny", "sudoku-extreme-mlp", "sudoku-extreme-att",
             "maze-cpu", "maze-mlp-cpu"} <= names
 
 

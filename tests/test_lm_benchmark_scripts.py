@@ -20,7 +20,7 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     out, runs = tmp_path / "lm_tasks.json", tmp_path / "runs"
     cmd = ["benchmarks/lm_tasks.py", "--task", "add-2", "--preset", "lm-tiny", "--minutes", "0.05",
            "--problems", "12", "--thresholds", "0.5", "--runs", str(runs), "--out", str(out)]
-    _run(*cmd, "--models", "trm,transformer")
+    _run(*cmd, "--models", "trm,transformer", "--calibrate-halt", "0.05", "--baseline-set", "train.batch_size=4")
     rows = json.loads(out.read_text())["rows"]
     assert {(r["model"], r["budget"]) for r in rows} == {
         ("trm", "equal_cpu"), ("trm", "equal_tokens"), ("transformer", "equal_cpu"), ("transformer", "equal_tokens")}
@@ -29,6 +29,10 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     assert tokens["train_tokens"] >= trm["train_tokens"] > 0  # the transformer gets the TRM's tokens
     assert set(trm["exact_acc_by_depth"]) == {str(d) for d in range(1, 4 * trm["n_sup"] + 1)}
     assert json.loads((runs / "add-2-trm" / "meta.json").read_text())["finished"] is True
+    # learned halting was scored with the refitted head; the baselines trained at their own batch
+    assert trm["halt_calibration_margin"] == 0.05 and trm["checkpoint"].endswith("add-2-trm-halt")
+    assert json.loads((runs / "add-2-trm-halt" / "meta.json").read_text())["halt_calibration"]["margin"] == 0.05
+    assert tokens["baseline_set"] == ["train.batch_size=4"]
     stamp = (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns
     _run(*cmd, "--models", "transformer-cot", "--reuse")  # reuses the finished TRM run
     assert (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns == stamp

@@ -1,0 +1,152 @@
+"""Halt-head calibration (trmlm/lm/calibrate.py, `trm calibrate-halt`): labels, the states it
+labels, the fit, and the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from trmlm.cli.main import app
+from trmlm.lm.calibrate import CalibrationConfig, calibrate_halting, exit_steps, fit_halt_head, halt_labels, step_states
+from trmlm.lm.config import LMConfig
+from trmlm.lm.decode import sequential_logits
+from trmlm.lm.halting import HaltPolicy
+from trmlm.lm.model import build_model
+
+torch.set_num_threads(1)
+
+
+def _model(dtype=torch.float32):
+    net = dataclasses.replace(LMConfig().model, vocab_size=17, seq_len=12, d_model=32, n_heads=4,
+                              n_layers=2, n_latent=2, n_cycles=1, max_sup_steps=3, swiglu_multiple=16)
+    torch.manual_seed(0)
+    model = build_model(LMConfig(model=net, train_cache="final_sweep")).eval().to(dtype)
+    with torch.no_grad():  # a halt head with a real signal, so exits vary per token
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+    return model
+
+
+def test_labels_on_hand_made_losses():
+    # tokens: flat (nothing to gain), gains at step 2 only, gains at step 3 only, worse then better
+    # (and a fifth: step 2 is the best, the last step almost as bad as the first)
+    ce = torch.tensor([[2.30, 1.00, 1.00, 0.20, 0.50],
+                       [2.31, 0.20, 1.00, 1.00, 0.10],
+                       [2.30, 0.20, 0.20, 0.10, 0.48]])[:, None, :]  # (S=3, B=1, L=5)
+    lab = halt_labels(ce, margin=0.05, scale=50.0)[:, 0]  # (S, L)
+    assert torch.all(lab[-1] == 1.0)
+    # flat: halt at once (gain 0 < margin) -> 1 - sigmoid(-2.5)
+    assert lab[0, 0] == pytest.approx(1 - torch.sigmoid(torch.tensor(-2.5)).item(), abs=1e-6)
+    # the 0.01 wobble of the flat token is under the margin: still "halt" (1 - sigmoid(-2))
+    assert lab[1, 0] == pytest.approx(1 - torch.sigmoid(torch.tensor(-2.0)).item(), abs=1e-5)
+    # gains 0.8 at step 2: continue after step 1, halt after step 2
+    assert lab[0, 1] < 0.01 and lab[1, 1] > 0.9
+    # gains only at step 3: continue after steps 1 and 2
+    assert lab[0, 2] < 0.01 and lab[1, 2] < 0.01
+    # worse, then better: step 1 (0.20) is 0.10 above the later best (step 3, 0.10): continue,
+    # against the later best, not the next step (which is worse)
+    assert lab[0, 3] == pytest.approx(1 - torch.sigmoid(torch.tensor(50 * (0.10 - 0.05))).item(), abs=1e-5)
+    assert lab[1, 3] < 0.01
+    # the label looks at the best later step, not the last one: after step 1 the fifth token
+    # still gains 0.40 (at step 2), though the last step is only 0.02 better; after step 2 halt
+    assert lab[0, 4] < 0.01 and lab[1, 4] > 0.9
+
+
+def test_fit_touches_only_the_halt_head_and_learns_a_separable_rule():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    ys = torch.randn(3, 4, 50, 32, generator=g)
+    labels = (ys[..., 0] > 0).float()
+    fit_halt_head(model, ys, labels, iters=300, lr=5e-2)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"q_head.weight", "q_head.bias"}
+    with torch.no_grad():
+        pred = model.halt_logit(ys[:-1]) > 0
+    assert (pred == labels[:-1].bool()).float().mean() > 0.95
+
+
+def test_step_states_label_what_sequential_decoding_reaches():
+    """With as many Jacobi sweeps as positions the cache is decoding's: the last step's losses
+    are those of token-by-token decoding with the real cache (float64)."""
+    model = _model(torch.float64)
+    t = torch.randint(0, 17, (2, 9), generator=torch.Generator().manual_seed(1))
+    tokens, targets = t[:, :-1], t[:, 1:]
+    for policy in (HaltPolicy.fixed(3), HaltPolicy(max_steps=3, threshold=0.5)):
+        ys, ce = step_states(model, tokens, targets, 3, policy, sweeps=tokens.shape[1])
+        assert ys.shape == (3, 2, 8, 32) and ce.shape == (3, 2, 8)
+        if policy.threshold is None:
+            logits, _ = sequential_logits(model, tokens, policy)
+            ref = F.cross_entropy(logits.reshape(-1, 17), targets.reshape(-1), reduction="none").view(2, 8)
+            torch.testing.assert_close(ce[-1], ref.float(), rtol=1e-6, atol=1e-6)  # the CE is taken in fp32
+    # a cache built from halted states differs from the full-depth one
+    _, ce_full = step_states(model, tokens, targets, 3, HaltPolicy.fixed(3), sweeps=8)
+    _, ce_halt = step_states(model, tokens, targets, 3, HaltPolicy(max_steps=3, threshold=0.5), sweeps=8)
+    assert not torch.allclose(ce_full, ce_halt)
+
+
+def test_calibration_moves_exits_toward_the_labels():
+    """Hand-made world: the labels say every token halts after step 1 (margin huge); after
+    calibration the exit stops everything at step 1. With margin 0 and a loss that strictly
+    falls, most tokens continue."""
+    model = _model()
+    windows = torch.randint(0, 17, (16, 13), generator=torch.Generator().manual_seed(2))
+    rep = calibrate_halting(model, windows, CalibrationConfig(margin=100.0, rounds=2, sweeps=2, iters=200))
+    assert [r["round"] for r in rep["rounds"]] == [1, 2]
+    assert rep["rounds"][-1]["mean_exit_step"] == pytest.approx(1.0)
+    ys, _ = step_states(model, windows[:, :-1], windows[:, 1:], 3, HaltPolicy.fixed(3), 2)
+    assert torch.all(exit_steps(model, ys, 0.5) == 1)
+
+
+def test_unscored_positions_are_labelled_halt_now():
+    """scored=False positions (a task's prompt) get label 1 at every step whatever their losses:
+    with margin 0 the scored ones keep their loss-based labels, the rest stop at step 1."""
+    model = _model()
+    windows = torch.randint(0, 17, (16, 13), generator=torch.Generator().manual_seed(3))
+    scored = torch.zeros(16, 12, dtype=torch.bool)
+    scored[:, 6:] = True
+    rep = calibrate_halting(model, windows, CalibrationConfig(margin=0.0, rounds=1, sweeps=2, iters=400),
+                            scored=scored)
+    assert rep["scored_share"] == 0.5
+    ys, _ = step_states(model, windows[:, :-1], windows[:, 1:], 3, HaltPolicy.fixed(3), 2)
+    steps = exit_steps(model, ys, 0.5)
+    assert steps[:, :6].float().mean() < steps[:, 6:].float().mean()
+
+
+@pytest.mark.parametrize("bad", [dict(margin=-1.0), dict(threshold=1.0), dict(rounds=0), dict(lr=0.0)])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        CalibrationConfig(**bad)
+
+
+def test_cli_writes_a_new_checkpoint_with_only_the_halt_head_changed(lm_ckpt, tmp_path):
+    from safetensors.torch import load_file
+
+    runner = CliRunner()
+    out = tmp_path / "cal"
+    res = runner.invoke(app, ["calibrate-halt", "--checkpoint", str(lm_ckpt), "--out", str(out),
+                              "--windows", "8", "--rounds", "1", "--sweeps", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["rounds"][0]["tokens"] == 8 * 32
+    old, new = load_file(lm_ckpt / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(old) == set(new)
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed <= {"q_head.weight", "q_head.bias"} and changed
+    assert json.loads((out / "meta.json").read_text())["halt_calibration"]["margin"] == 0.05
+    # the calibrated checkpoint decodes
+    res = runner.invoke(app, ["generate", "--checkpoint", str(out), "--prompt", "RO", "--max-new-tokens", "4",
+                              "--temperature", "0"])
+    assert res.exit_code == 0, res.output
+    # never over its input, never over an existing run without --overwrite
+    for args in (["--out", str(lm_ckpt)], ["--out", str(out)], ["--margin", "-1"], ["--windows", "0"],
+                 ["--out", str(tmp_path / "x"), "--scored", "targets"],   # a text checkpoint has no targets
+                 ["--out", str(tmp_path / "y"), "--scored", "nonsense"]):
+        res = runner.invoke(app, ["calibrate-halt", "--checkpoint", str(lm_ckpt), *args])
+        assert res.exit_code == 2, (args, res.output)

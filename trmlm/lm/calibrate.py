@@ -1,0 +1,156 @@
+"""Halt-head calibration: the halting head refitted on the states sequential decoding reaches.
+
+Training fits q against the states of the training pass; decoding visits other states (its cache
+holds the halted states of earlier tokens, and with step_weights=last the early steps are never
+trained to be right), so a trained head can halt where a later step still helps and continue
+where nothing will change. Calibration keeps every weight of f and of the output head, and
+refits only q_head (a linear probe on y) on labels computed from the states decoding reaches:
+
+  1. cache: the states that decoding under the current exit commits, from `sweeps` Jacobi
+     sweeps (parallel.jacobi_states; exact for the first `sweeps` positions, close after);
+  2. every position refined from its initial state against that cache for max_steps steps,
+     recording y_s and the next-token loss CE_s;
+  3. label: halt after step s unless a later step lowers the loss by more than `margin` nats,
+     halt_s = 1 - sigmoid(scale (max(0, CE_s - min_{s' > s} CE_{s'}) - margin)) (the `final`
+     target's form, against the best *later* step instead of the last one: the oracle's
+     choice under the constraint of stopping once);
+  4. q_head fitted by BCE on the steps before the last (the last step always stops).
+
+Round r + 1 reads the cache committed under the head fitted in round r, so the labels come from
+the states that the refitted exit itself makes decoding reach. docs/language-model.md has the
+measured effect ("Halting calibrated on decoding's states")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trmlm.lm.halting import HaltPolicy
+from trmlm.lm.model import TRMLanguageModel, strictly_lower
+from trmlm.lm.parallel import jacobi_states
+from trmlm.losses import token_cross_entropy
+
+
+@dataclass
+class CalibrationConfig:
+    margin: float = 0.05     # nats: a later step that lowers the token's loss by less is not worth waiting for
+    scale: float = 50.0      # label sharpness, as the `final` halt target's improvement_scale
+    max_steps: int = 0       # depth labelled (the deepest the exit may go); 0 = N_sup
+    threshold: float = 0.5   # the exit the head is fitted for: the next round's cache halts at it
+    rounds: int = 2
+    sweeps: int = 4          # Jacobi sweeps behind each round's cache
+    iters: int = 400         # full-batch Adam steps of the fit
+    lr: float = 1e-2
+    chunk: int = 32          # windows per no-grad pass
+
+    def __post_init__(self) -> None:
+        if self.margin < 0 or self.scale <= 0:
+            raise ValueError("margin must be >= 0 and scale > 0")
+        if self.max_steps < 0 or self.rounds < 1 or self.sweeps < 1 or self.iters < 1 or self.chunk < 1:
+            raise ValueError("max_steps must be >= 0; rounds, sweeps, iters and chunk >= 1")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+
+
+@torch.no_grad()
+def step_states(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, max_steps: int,
+                policy: HaltPolicy, sweeps: int, loss: str = "softmax") -> tuple[Tensor, Tensor]:
+    """y_s (S, B, L, D) and CE_s (S, B, L) after every step s = 1..max_steps of every position,
+    each refined from its initial state against the cache that decoding under `policy` commits."""
+    committed, _ = jacobi_states(model, tokens, sweeps, policy)
+    B, L = tokens.shape
+    x = model.embed_tokens(tokens)  # (B, L, D)
+    positions = torch.arange(L, device=tokens.device)
+    kvs = model.commit_kv(x, committed, positions)
+    mask = strictly_lower(L, tokens.device)
+    state = model.initial_state(B, L)
+    ys, ces = [], []
+    for _ in range(max_steps):
+        state = model.refine(state, x, positions, kvs, mask, grad="none")
+        ys.append(state.y)
+        ces.append(token_cross_entropy(model.logits(state.y), targets, loss))
+    return torch.stack(ys), torch.stack(ces)
+
+
+def halt_labels(ce: Tensor, margin: float, scale: float) -> Tensor:
+    """Soft halt labels (S, B, L) from per-step losses (S, B, L): after step s, halt unless some
+    later step lowers the loss by more than `margin`. The last step is labelled 1."""
+    later_best = torch.full_like(ce, float("inf"))
+    for s in range(ce.shape[0] - 2, -1, -1):
+        later_best[s] = torch.minimum(later_best[s + 1], ce[s + 1])
+    gain = (ce - later_best).clamp(min=0)  # 0 at the last step (inf - ... clamps below)
+    labels = 1.0 - torch.sigmoid(scale * (gain - margin))
+    labels[-1] = 1.0
+    return labels
+
+
+def fit_halt_head(model: TRMLanguageModel, ys: Tensor, labels: Tensor, iters: int, lr: float) -> float:
+    """Refit q_head alone on (y_s, label_s) of the steps before the last (full batch, Adam)."""
+    D = ys.shape[-1]
+    head = model.q_head
+    feats = ys[:-1].reshape(-1, D).to(head.weight.dtype)
+    target = labels[:-1].reshape(-1).float()
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    loss = torch.zeros(())
+    with torch.enable_grad():
+        for _ in range(iters):
+            opt.zero_grad(set_to_none=True)
+            loss = F.binary_cross_entropy_with_logits(head(feats).squeeze(-1).float(), target)
+            loss.backward()
+            opt.step()
+    return float(loss.detach())
+
+
+def exit_steps(model: TRMLanguageModel, ys: Tensor, threshold: float) -> Tensor:
+    """(B, L) the step at which the head stops each position on these states (the last if never)."""
+    with torch.no_grad():
+        fire = torch.sigmoid(model.halt_logit(ys)) >= threshold  # (S, B, L)
+    fire[-1] = True
+    return fire.float().argmax(0) + 1
+
+
+def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: CalibrationConfig,
+                      scored: Tensor | None = None,
+                      on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Refit model.q_head in place on windows (W, L + 1) of training-distribution text (module
+    docstring). `scored` (W, L) bool: the positions whose prediction counts (None = all); the
+    others are labelled "halt now" at every step (a task scored on its answers never reads the
+    prediction made at a prompt token; that token's state still reaches the cache, and the
+    next round's labels see the cache it makes). Returns a report: per round the mean label
+    per step, the fit's BCE, the mean exit step and the oracle's mean step on the same states."""
+    model.eval()
+    M = cfg.max_steps or model.cfg.model.max_sup_steps
+    loss_kind = model.cfg.train.loss
+    policy = HaltPolicy.fixed(M)  # round 1: the full-depth cache
+    rounds = []
+    for r in range(cfg.rounds):
+        ys, ces = [], []
+        for w in windows.split(cfg.chunk):
+            y, ce = step_states(model, w[:, :-1], w[:, 1:], M, policy, cfg.sweeps, loss_kind)
+            ys.append(y)
+            ces.append(ce)
+        y, ce = torch.cat(ys, dim=1), torch.cat(ces, dim=1)  # (S, W, L, D), (S, W, L)
+        labels = halt_labels(ce, cfg.margin, cfg.scale)
+        if scored is not None:
+            labels = torch.where(scored.to(labels.device)[None], labels, torch.ones_like(labels))
+        bce = fit_halt_head(model, y, labels, cfg.iters, cfg.lr)
+        steps = exit_steps(model, y, cfg.threshold)
+        row = {"round": r + 1, "cache": "full depth" if r == 0 else f"learned exit at {cfg.threshold:g}",
+               "mean_label_per_step": [round(float(v), 4) for v in labels.mean(dim=(1, 2))],
+               "bce": round(bce, 4), "mean_exit_step": round(float(steps.float().mean()), 3),
+               "oracle_mean_step": round(float(ce.argmin(0).float().mean()) + 1, 3),
+               "tokens": int(ce[0].numel())}
+        rounds.append(row)
+        if on_round is not None:
+            on_round(row)
+        policy = HaltPolicy(max_steps=M, threshold=cfg.threshold)
+    return {"margin": cfg.margin, "scale": cfg.scale, "max_steps": M, "threshold": cfg.threshold,
+            "sweeps": cfg.sweeps, "windows": int(windows.shape[0]),
+            "scored_share": 1.0 if scored is None else round(float(scored.float().mean()), 4), "rounds": rounds}
+
