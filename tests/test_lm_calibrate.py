@@ -139,7 +139,7 @@ def test_cli_writes_a_new_checkpoint_with_only_the_halt_head_changed(lm_ckpt, tm
     assert set(old) == set(new)
     changed = {k for k in old if not torch.equal(old[k], new[k])}
     assert changed <= {"q_head.weight", "q_head.bias"} and changed
-    assert json.loads((out / "meta.json").read_text())["halt_calibration"]["margin"] == 0.05
+    assert json.loads((out / "meta.json").read_text())["halt_calibration"]["margin"] == 0.02
     # the calibrated checkpoint decodes
     res = runner.invoke(app, ["generate", "--checkpoint", str(out), "--prompt", "RO", "--max-new-tokens", "4",
                               "--temperature", "0"])
