@@ -31,6 +31,7 @@ from torch import Tensor
 
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, strictly_lower
+from trmlm.lm.objective import halt_label
 from trmlm.lm.parallel import jacobi_states
 from trmlm.losses import token_cross_entropy
 
@@ -86,8 +87,7 @@ def halt_labels(ce: Tensor, margin: float, scale: float) -> Tensor:
     later_best = torch.full_like(ce, float("inf"))
     for s in range(ce.shape[0] - 2, -1, -1):
         later_best[s] = torch.minimum(later_best[s + 1], ce[s + 1])
-    gain = (ce - later_best).clamp(min=0)  # 0 at the last step (inf - ... clamps below)
-    labels = 1.0 - torch.sigmoid(scale * (gain - margin))
+    labels = halt_label(ce - later_best, scale, margin)  # (-inf at the last step, clamped to 0)
     labels[-1] = 1.0
     return labels
 

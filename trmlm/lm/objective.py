@@ -25,6 +25,13 @@ def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
+def halt_label(gain: Tensor, scale: float, margin: float) -> Tensor:
+    """Soft "halt" label from the loss a token would still gain by continuing: 1 - sigmoid(
+    scale (max(0, gain) - margin)). The form of the `improvement` and `final` targets, and of
+    the labels trm calibrate-halt fits (trmlm/lm/calibrate.py)."""
+    return 1.0 - torch.sigmoid(scale * (gain.clamp(min=0) - margin))
+
+
 def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor, targets: Tensor,
               ce: Tensor, history: list[tuple[Tensor, Tensor]], last: bool,
               reference: Tensor | None = None) -> Tensor:
@@ -46,17 +53,15 @@ def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor,
         if not history:
             return y.new_zeros(())
         prev_y, prev_ce = history[-1]
-        gain = (prev_ce - ce.detach()).clamp(min=0)
-        cont = torch.sigmoid(h.improvement_scale * (gain - h.improvement_margin))
-        return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), 1.0 - cont)
+        label = halt_label(prev_ce - ce.detach(), h.improvement_scale, h.improvement_margin)
+        return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), label)
     if not last and reference is None:
         return y.new_zeros(())
     final_ce = ce.detach() if reference is None else reference
     losses = []
     for past_y, past_ce in [*history, (y.detach(), ce.detach())]:
-        loss_gap = (past_ce - final_ce).clamp(min=0)
-        cont = torch.sigmoid(h.improvement_scale * (loss_gap - h.improvement_margin))
-        losses.append(F.binary_cross_entropy_with_logits(model.halt_logit(past_y), 1.0 - cont))
+        label = halt_label(past_ce - final_ce, h.improvement_scale, h.improvement_margin)
+        losses.append(F.binary_cross_entropy_with_logits(model.halt_logit(past_y), label))
     return torch.stack(losses).mean()
 
 
