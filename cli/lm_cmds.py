@@ -103,6 +103,7 @@ def train_lm_cmd(
     model: Optional[str] = typer.Option(None, "--model", help="trm | transformer | transformer-iso (default: the preset's)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this train-lm checkpoint's weights and tokenizer (fine-tuning: fresh optimizer and step count; the network settings must match)."),
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     deepspeed: DeepSpeedOpt = None,
@@ -137,6 +138,13 @@ def train_lm_cmd(
 
         text_task = get_task(cfg.data.task)
     out_path = out_dir or Path("runs") / f"{Path(preset).stem}-{cfg.arch}"
+    init = None
+    if init_from is not None:
+        from trmlm.lm.checkpoint import load_init
+
+        if init_from.resolve() == out_path.resolve():
+            raise TRMError(f"--init-from {init_from} is the run's own --out; write the new run elsewhere")
+        init = load_init(init_from, cfg)
     require_logger(logger_kind)
     ds_config = parallel_setup(nproc, deepspeed, cfg.train, prepare=lambda: _prepare_run_dir(
         out_path, resume, overwrite, cfg, deepspeed is not None))
@@ -148,7 +156,8 @@ def train_lm_cmd(
     logger = make_run_logger(logger_kind, out_path, resume, out_path.name, to_dict(cfg))
     try:
         trainer, metrics = train_from_config(cfg, out_path, logger, QuietReporter() if quiet else RichReporter(),
-                                             resume=resume, deepspeed_config=ds_config, task=text_task)
+                                             resume=resume, deepspeed_config=ds_config, task=text_task,
+                                             init=init)
     finally:
         logger.close()
     if not main_rank:

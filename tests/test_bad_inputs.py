@@ -622,6 +622,10 @@ CASES = [
          ["calibrate-halt", "--checkpoint", LM, "--out", LM], needle="--out must differ from --checkpoint", fast=True),
     Case("e17_calib_margin", "calibrate-halt --margin -1", ["calibrate-halt", "--checkpoint", LM, "--out", "cal",
          "--margin", "-1"], needle="margin must be >= 0"),
+    Case("e18_init_puzzle", "train-lm --init-from a puzzle checkpoint", [*TRAIN_LM, "--init-from", S, "--out", "r"],
+         needle="is a puzzle checkpoint"),
+    Case("e19_init_other_net", "train-lm --init-from a checkpoint of another width",
+         [*TRAIN_LM, "--init-from", LM, "--set", "model.d_model=48", "--out", "r"], needle="its model.d_model is"),
 ]
 
 _names = [c.name for c in CASES]

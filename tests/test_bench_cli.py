@@ -40,6 +40,24 @@ def test_adaptive_compute_on_a_given_text_file(lm_ckpt, tmp_path):
     assert rep["data"] == str(text) and rep["eval_tokens"] == 32
 
 
+def test_adaptive_compute_on_a_task_checkpoint(tmp_path):
+    pytest.importorskip("matplotlib")
+    ckpt = tmp_path / "add"
+    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2", "--out", str(ckpt), "--quiet",
+                              "--set", "train.train_steps=2", "--set", "data.task_eval_problems=40",
+                              "--set", "data.task_test_problems=8"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt), "--task", "add-2",
+                              "--problems", "3", "--thresholds", "0.5", "--kl-eps", "0.05",
+                              "--out", str(tmp_path / "b"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "b" / "task_report.json").read_text())
+    assert rep["checkpoint"] == str(ckpt) and rep["train_step"] == 2
+    assert {"fixed 1", "halt q>=0.5"} <= {r["name"] for r in rep["rows"]}
+    assert all(0.0 <= r["exact_acc"] <= 1.0 for r in rep["rows"] if r["kind"] != "oracle")
+    assert (tmp_path / "b" / "task_heatmap.png").stat().st_size > 1000
+
+
 def test_decode_bench_on_a_preset(tmp_path):
     pytest.importorskip("transformers")
     res = runner.invoke(app, ["bench", "--decode", "--preset", "lm-tiny", "--prefix-lengths", "4,8",

@@ -95,7 +95,7 @@ def bench_adaptive_task(lm, task, problems: int, settings: AdaptiveSettings, out
     model = lm.model.to(device)
     report = run_task_adaptive_bench(model, lm.tokenizer, task, examples, settings, max_steps=max_steps,
                                      console=Console(stderr=True), progress=progress)
-    report.update(checkpoint=lm.path if hasattr(lm, "path") else None, parameters=model.num_parameters(),
+    report.update(checkpoint=str(lm.path) if getattr(lm, "path", None) else None, parameters=model.num_parameters(),
                   train_step=lm.meta.get("step"))
     print_task_adaptive_table(report, console)
     files = {"report": write_json(out_dir / "task_report.json", report)}

@@ -27,6 +27,7 @@ class LoadedLM:
     cfg: LMConfig
     generation: GenerationConfig
     meta: dict[str, Any]
+    path: Path | None = None  # the directory it was loaded from
 
 
 def default_generation(cfg: LMConfig) -> GenerationConfig:
@@ -72,4 +73,24 @@ def load_lm(path: str | Path) -> LoadedLM:
     if gen_file.exists():
         generation = from_dict(GenerationConfig, read_json(gen_file, "generation config"),
                                "generation_config")
-    return LoadedLM(model.eval(), tokenizer, cfg, generation, ckpt.meta)
+    return LoadedLM(model.eval(), tokenizer, cfg, generation, ckpt.meta, ckpt.path)
+
+
+# model.* keys that only steer training; every other key changes what the weights compute.
+_TRAINING_ONLY = ("grad", "halt_exploration", "vocab_size")
+
+
+def load_init(path: str | Path, cfg: LMConfig) -> LoadedLM:
+    """The checkpoint a run starts from (`train-lm --init-from`): its weights and tokenizer,
+    after checking that its network is the one `cfg` builds (a one-line error naming the first
+    key that differs, and the --set that would match it)."""
+    init = load_lm(path)
+    mine, theirs = to_dict(cfg), to_dict(init.cfg)
+    pairs = [(key, theirs[key], mine[key]) for key in ("arch", "commit_input", "iso_layers")]
+    pairs += [(f"model.{key}", value, mine["model"][key]) for key, value in theirs["model"].items()
+              if key not in _TRAINING_ONLY]
+    for key, value, own in pairs:
+        if value != own:
+            raise TRMError(f"--init-from {path}: its {key} is {value!r}, this run's {own!r} "
+                           f"(add --set {key}={value})")
+    return init

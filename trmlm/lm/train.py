@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from trmlm.errors import TRMError
-from trmlm.lm.checkpoint import save_lm
+from trmlm.lm.checkpoint import LoadedLM, save_lm
 from trmlm.lm.config import LMConfig
 from trmlm.lm.data import TokenData, random_windows
 from trmlm.lm.evaluate import evaluate_lm
@@ -81,6 +81,7 @@ class Trainer:
         self.train_cpu_seconds = 0.0   # process CPU time in training steps
         self.out_of_time = False       # the minutes budget is spent on some rank (_clock_flags)
         self.history: list[dict[str, Any]] = []
+        self.init_from: str | None = None  # the checkpoint the weights started from (--init-from)
 
     # -- one optimizer step ----------------------------------------------------------------
     def _update(self, loss: Tensor) -> None:
@@ -267,6 +268,8 @@ class Trainer:
                 "arch": self.cfg.arch, "parameters": self.model.num_parameters(),
                 "metrics": metrics, "history": self.history, "provenance": provenance(self.runtime.device),
                 "finished": finished}
+        if self.init_from:
+            meta["init_from"] = self.init_from
         return save_lm(self.out_dir, weights, self.cfg, self.tokenizer, meta)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -412,17 +415,19 @@ class Trainer:
 
 def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,
                       reporter: Reporter | None = None, resume: bool = False,
-                      deepspeed_config: dict[str, Any] | None = None, task: TextTask | None = None
-                      ) -> tuple[Trainer, dict[str, Any]]:
+                      deepspeed_config: dict[str, Any] | None = None, task: TextTask | None = None,
+                      init: LoadedLM | None = None) -> tuple[Trainer, dict[str, Any]]:
     """Data -> tokenizer -> model (vocab from the tokenizer) -> Trainer.run(); with `resume`, the
     run's own tokenizer and its latest saved training state. A reasoning-text task (cfg.data.task)
-    is resolved by name here unless given (tasks from the puzzle layer are passed in)."""
+    is resolved by name here unless given (tasks from the puzzle layer are passed in). `init`
+    (checkpoint.load_init): start from its weights and tokenizer, with a fresh optimizer."""
     import dataclasses
 
     from trmlm.lm.model import build_model
 
     seed_everything(cfg.train.seed)
     own_tokenizer = load_tokenizer(out_dir) if resume and out_dir else None
+    own_tokenizer = own_tokenizer or (init.tokenizer if init is not None else None)
     setup = None
     if cfg.data.task:
         task = task or get_task(cfg.data.task)
@@ -433,8 +438,12 @@ def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: 
     if len(data.val) < cfg.context + 1:
         raise TRMError(f"held-out split has {len(data.val)} tokens, fewer than the context + 1 "
                        f"({cfg.context + 1}); give more text or a smaller model.seq_len")
-    trainer = Trainer(cfg, build_model(cfg), tokenizer, data, logger, reporter, out_dir, deepspeed_config,
+    model = build_model(cfg)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+    trainer = Trainer(cfg, model, tokenizer, data, logger, reporter, out_dir, deepspeed_config,
                       task=setup)
+    trainer.init_from = str(init.path) if init is not None else None
     if resume:
         trainer.resume()
     return trainer, trainer.run()
