@@ -144,7 +144,7 @@ def train_lm_cmd(
 
         if init_from.resolve() == out_path.resolve():
             raise TRMError(f"--init-from {init_from} is the run's own --out; write the new run elsewhere")
-        init = load_init(init_from, cfg)
+        init = load_init(init_from, cfg, text_task)
     require_logger(logger_kind)
     ds_config = parallel_setup(nproc, deepspeed, cfg.train, prepare=lambda: _prepare_run_dir(
         out_path, resume, overwrite, cfg, deepspeed is not None))

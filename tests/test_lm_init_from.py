@@ -43,6 +43,7 @@ def test_a_different_network_or_a_bad_source_is_refused(lm_ckpt, tmp_path):
         (["--init-from", str(lm_ckpt), "--model", "transformer"], "arch"),
         (["--init-from", str(lm_ckpt), "--set", "commit_input=y"], "commit_input"),
         (["--init-from", str(tmp_path / "missing")], "missing"),
+        (["--init-from", str(lm_ckpt), "--task", "add-2"], "its tokenizer has no"),   # Shakespeare has no digits
     ]
     for args, named in cases:
         res = _train(*args, "--out", str(tmp_path / "x"), *FROZEN)

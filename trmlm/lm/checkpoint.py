@@ -76,15 +76,22 @@ def load_lm(path: str | Path) -> LoadedLM:
     return LoadedLM(model.eval(), tokenizer, cfg, generation, ckpt.meta, ckpt.path)
 
 
-# model.* keys that only steer training; every other key changes what the weights compute.
+# model.* keys not compared: training-only knobs, and the vocabulary (the run takes the
+# checkpoint's tokenizer). Every other key changes what the weights compute.
 _TRAINING_ONLY = ("grad", "halt_exploration", "vocab_size")
 
 
-def load_init(path: str | Path, cfg: LMConfig) -> LoadedLM:
+def load_init(path: str | Path, cfg: LMConfig, task: Any = None) -> LoadedLM:
     """The checkpoint a run starts from (`train-lm --init-from`): its weights and tokenizer,
     after checking that its network is the one `cfg` builds (a one-line error naming the first
-    key that differs, and the --set that would match it)."""
+    key that differs, and the --set that would match it) and that its tokenizer can write the
+    run's reasoning-text `task` (a TextTask), if any."""
     init = load_lm(path)
+    if task is not None:
+        missing = sorted(set(task.alphabet) - set(getattr(init.tokenizer, "chars", task.alphabet)))
+        if missing:
+            raise TRMError(f"--init-from {path}: its tokenizer has no {''.join(missing)!r}, "
+                           f"characters of task {task.name}")
     mine, theirs = to_dict(cfg), to_dict(init.cfg)
     pairs = [(key, theirs[key], mine[key]) for key in ("arch", "commit_input", "iso_layers")]
     pairs += [(f"model.{key}", value, mine["model"][key]) for key, value in theirs["model"].items()
