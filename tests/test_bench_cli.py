@@ -110,3 +110,24 @@ def test_train_step_bench_on_tiny_presets(tmp_path):
     assert [r["preset"] for r in rep["rows"]] == ["sudoku-tiny", "lm-tiny"]
     assert all(r["step_seconds"] > 0 and r["gflop_per_step"] > 0 for r in rep["rows"])
     assert_one_line_error(runner.invoke(app, ["bench", "--train-step", "--presets", "sudoku-nope"]), "sudoku-nope")
+
+
+def test_prompt_depth_script_on_a_task_checkpoint(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ckpt = tmp_path / "add"
+    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2", "--out", str(ckpt), "--quiet",
+                              "--set", "train.train_steps=2", "--set", "data.task_eval_problems=40",
+                              "--set", "data.task_test_problems=8"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "pd.json"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "benchmarks/lm_prompt_depth.py", "--checkpoint", str(ckpt), "--task",
+                           "add-2", "--problems", "4", "--out", str(out)], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["checkpoint"] == str(ckpt) and row["n_sup"] == 2
+    assert all(0.0 <= row[k] <= 1.0 for k in ("learned", "prompt_full_answer_learned", "full"))

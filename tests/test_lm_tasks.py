@@ -341,3 +341,20 @@ def test_lm_trainer_agrees_on_its_clocks_once_per_batch(monkeypatch):
                                          "train.eval_every_minutes=0"], configs_dir())
     trainer, _ = train_from_config(cfg, None)
     assert trainer.step == 8 and calls == []
+
+
+def test_the_prompt_may_take_its_own_exit_in_greedy_decoding():
+    from trmlm.lm.tasks.score import greedy_batch
+
+    task = get_task("add-2")
+    tok = CharTokenizer(sorted(set(task.alphabet)))
+    net = dataclasses.replace(LMConfig().model, vocab_size=tok.vocab_size, seq_len=16, d_model=32, n_heads=4,
+                              n_layers=2, n_latent=1, n_cycles=1, max_sup_steps=3, swiglu_multiple=16)
+    torch.manual_seed(0)
+    model = build_model(LMConfig(model=net))
+    prompts = [ex.prompt for ex in task.examples(4, seed=3)]
+    P = len(prompts[0])
+    same = greedy_batch(model.eval(), tok, prompts, 3, HaltPolicy.fixed(1))
+    split = greedy_batch(model, tok, prompts, 3, HaltPolicy.fixed(1), prompt_policy=HaltPolicy.fixed(3))
+    assert torch.all(same.steps == 1)
+    assert torch.all(split.steps[:, :P] == 3) and torch.all(split.steps[:, P:] == 1)

@@ -34,16 +34,17 @@ class Greedy:
 
 @torch.no_grad()
 def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], max_new: int,
-                 policy: HaltPolicy) -> Greedy:
+                 policy: HaltPolicy, prompt_policy: HaltPolicy | None = None) -> Greedy:
     """Prefill the prompts (same length) token by token, then feed back the argmax until every
     row wrote END or `max_new` tokens. Rows that finished keep decoding (their extra tokens are
-    cut), so one batch stays one tensor."""
+    cut), so one batch stays one tensor. `prompt_policy`: the exit of the prompt tokens, if it
+    differs from the generated tokens' `policy`."""
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(p) for p in prompts], device=device)
     B, P = ids.shape
     t0 = time.perf_counter()
     cache = KVCache.for_model(model, B, P + max_new)
-    out, prompt_steps = prefill(model, cache, ids, policy)
+    out, prompt_steps = prefill(model, cache, ids, prompt_policy or policy)
     gen, steps = [], [prompt_steps]
     end_id = tokenizer.encode(END)[0]
     for k in range(max_new):
@@ -87,11 +88,12 @@ def flops_per_token(model: LanguageModel, steps: Tensor, keys: Tensor) -> Tensor
 @torch.no_grad()
 def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examples: list[Example],
                policy: HaltPolicy, batch: int = 64, teacher_forced: bool = True,
-               greedy: bool = True) -> dict[str, Any]:
+               greedy: bool = True, prompt_policy: HaltPolicy | None = None) -> dict[str, Any]:
     """Exact-answer accuracy (greedy, real cache, `policy` halting) overall and per rung, with
     per answer: generated tokens, KV bytes, FLOPs and ms; and, teacher-forced on the reference
     lines, token accuracy and mean supervision steps per category (a position's steps and
-    accuracy are charged to the category of the token it predicts)."""
+    accuracy are charged to the category of the token it predicts). `prompt_policy`: a separate
+    exit for the prompt tokens in greedy decoding (the teacher-forced figures use `policy`)."""
     model.eval()
     kv_per_token = KVCache.for_model(model, 1, 1).bytes_per_token()
     per_rung: dict[str, Any] = {}
@@ -109,7 +111,8 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                 _teacher_forced(model, tokenizer, chunk, policy, cat_correct, cat_count, cat_steps)
             if not greedy:   # (an oracle exit needs the true next token: teacher-forced only)
                 continue
-            g = greedy_batch(model, tokenizer, [ex.prompt for ex in chunk], rung.max_target, policy)
+            g = greedy_batch(model, tokenizer, [ex.prompt for ex in chunk], rung.max_target, policy,
+                             prompt_policy)
             r_seconds += g.seconds
             P = len(chunk[0].prompt)
             for j, (ex, text) in enumerate(zip(chunk, g.texts)):
