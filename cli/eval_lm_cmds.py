@@ -27,6 +27,7 @@ def eval_lm_cmd(
     task: Optional[str] = typer.Option(None, "--task", help="Score a reasoning-text task (default: the checkpoint's task, if it was trained on one): exact answers by greedy real-cache decoding, per-category token accuracy and steps."),
     problems: int = typer.Option(500, help="Held-out problems to score with --task."),
     split: str = typer.Option("test", help="Held-out problems of --task: test (reported figures) | val (the set tuned on during training); both are kept out of training."),
+    prompt_full_depth: bool = typer.Option(False, "--prompt-full-depth", help="With --task: refine the prompt tokens to max steps and halt only the generated tokens (early-halted prompt commits are what learned halting loses on arith)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
@@ -56,10 +57,12 @@ def eval_lm_cmd(
     if lm.cfg.arch == "trm" and (warning := g.depth_warning(lm.cfg.model.max_sup_steps)):
         err.print(f"warning: {warning}", soft_wrap=True)
     task_name = task or (lm.cfg.data.task if not data else "")
+    if prompt_full_depth and not task_name:
+        raise TRMError("--prompt-full-depth needs a task (--task, or a checkpoint trained on one)")
     if task_name:
         if split not in ("test", "val"):
             raise TRMError(f"--split must be test or val, got {split!r}")
-        _eval_task(lm, task_name, problems, split, policy, batch, as_json, checkpoint)
+        _eval_task(lm, task_name, problems, split, policy, batch, as_json, checkpoint, prompt_full_depth)
         return
     _, split = prepare_data(cfg, lm.tokenizer)
     metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy, per_step_cache)
@@ -72,8 +75,9 @@ def eval_lm_cmd(
 
 
 def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_json: bool,
-               checkpoint: Path) -> None:
+               checkpoint: Path, prompt_full_depth: bool = False) -> None:
     """eval-lm on a task: held-out problems from the checkpoint's held-out seed."""
+    from trmlm.lm.halting import HaltPolicy
     from trmlm.lm.tasks.score import score_task
     from trmlm.puzzles.lm_tasks import get_task
 
@@ -85,10 +89,12 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
         raise TRMError(f"task {name!r} uses characters the checkpoint's tokenizer lacks: {''.join(missing)!r}")
     seed = lm.cfg.data.task_test_seed if split == "test" else lm.cfg.data.task_eval_seed
     examples = task.examples(problems, seed)
-    report = score_task(lm.model, lm.tokenizer, task, examples, policy, batch=max(1, batch) * 4)
+    prompt_policy = HaltPolicy.fixed(policy.max_steps) if prompt_full_depth else None
+    report = score_task(lm.model, lm.tokenizer, task, examples, policy, batch=max(1, batch) * 4,
+                        prompt_policy=prompt_policy)
     report.update(task=name, split=split, arch=lm.cfg.arch, parameters=lm.model.num_parameters(),
                   checkpoint=str(checkpoint), max_steps=policy.max_steps,
-                  halt_threshold=policy.threshold)
+                  halt_threshold=policy.threshold, prompt_full_depth=prompt_full_depth)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
@@ -100,6 +106,9 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
         out.print(f"{rung:14s} {r['exact_acc']:7.4f} {r['tokens_per_answer']:7.1f} "
                   f"{r['kv_bytes_per_answer']:9.0f} {r['flops_per_answer'] / 1e6:8.2f} "
                   f"{r['ms_per_answer']:7.2f} {r['steps_mean']:6.2f}")
+    if prompt_full_depth:
+        out.print("(prompt tokens at full depth in greedy decoding; the token accuracy and steps per "
+                  "category below are teacher-forced with the learned exit everywhere)", soft_wrap=True)
     out.print(f"{'category':14s} {'token acc':>9s} {'steps':>6s}")
     for cat, acc in report["token_acc"].items():
         out.print(f"{cat:14s} {acc:9.4f} {report['steps_per_category'][cat]:6.2f}")

@@ -131,3 +131,11 @@ def test_prompt_depth_script_on_a_task_checkpoint(tmp_path):
     row = json.loads(out.read_text())["rows"][0]
     assert row["checkpoint"] == str(ckpt) and row["n_sup"] == 2
     assert all(0.0 <= row[k] <= 1.0 for k in ("learned", "prompt_full_answer_learned", "full"))
+    # the same split exit through `trm eval-lm --prompt-full-depth`; text evaluation refuses it
+    res = runner.invoke(app, ["eval-lm", "--checkpoint", str(ckpt), "--task", "add-2", "--problems", "4",
+                              "--prompt-full-depth", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["prompt_full_depth"] is True and rep["exact_acc"] == row["prompt_full_answer_learned"]
+    assert_one_line_error(runner.invoke(app, ["eval-lm", "--checkpoint", str(ckpt), "--data", str(root / "README.md"),
+                                              "--prompt-full-depth"]), "needs a task")
