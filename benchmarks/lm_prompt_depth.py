@@ -30,9 +30,8 @@ def measure(checkpoint: Path, task_name: str, problems: int) -> dict:
     task = get_task(task_name)
     examples = task.examples(problems, lm.cfg.data.task_test_seed)
     n_sup = lm.cfg.model.max_sup_steps
-    learned = HaltPolicy(max_steps=n_sup, min_steps=lm.generation.min_steps or 1,
-                         threshold=lm.generation.halt_threshold)
-    full = HaltPolicy.fixed(n_sup)
+    learned = lm.generation.validate(n_sup)  # the checkpoint's own exit, as `trm eval-lm` uses it
+    full = HaltPolicy.fixed(learned.max_steps)
     row = {"checkpoint": str(checkpoint), "threshold": learned.threshold, "n_sup": n_sup}
     for name, policy, prompt in (("learned", learned, None), ("prompt_full_answer_learned", learned, full),
                                  ("full", full, None)):

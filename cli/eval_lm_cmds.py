@@ -79,14 +79,14 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
     """eval-lm on a task: held-out problems from the checkpoint's held-out seed."""
     from trmlm.lm.halting import HaltPolicy
     from trmlm.lm.tasks.score import score_task
+    from trmlm.lm.tokenizer import missing_chars
     from trmlm.puzzles.lm_tasks import get_task
 
     if problems < 1:
         raise TRMError("--problems must be >= 1")
     task = get_task(name)
-    missing = sorted(set(task.alphabet) - set(lm.tokenizer.decode(list(range(lm.tokenizer.vocab_size)))))
-    if missing:
-        raise TRMError(f"task {name!r} uses characters the checkpoint's tokenizer lacks: {''.join(missing)!r}")
+    if missing := missing_chars(lm.tokenizer, task.alphabet):
+        raise TRMError(f"task {name!r} uses characters the checkpoint's tokenizer lacks: {missing!r}")
     seed = lm.cfg.data.task_test_seed if split == "test" else lm.cfg.data.task_eval_seed
     examples = task.examples(problems, seed)
     prompt_policy = HaltPolicy.fixed(policy.max_steps) if prompt_full_depth else None

@@ -40,13 +40,20 @@ def test_adaptive_compute_on_a_given_text_file(lm_ckpt, tmp_path):
     assert rep["data"] == str(text) and rep["eval_tokens"] == 32
 
 
-def test_adaptive_compute_on_a_task_checkpoint(tmp_path):
-    pytest.importorskip("matplotlib")
-    ckpt = tmp_path / "add"
+@pytest.fixture(scope="module")
+def add2_ckpt(tmp_path_factory):
+    """A tiny TRM checkpoint of the add-2 task (2 optimizer steps), shared read-only."""
+    ckpt = tmp_path_factory.mktemp("task") / "add"
     res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2", "--out", str(ckpt), "--quiet",
                               "--set", "train.train_steps=2", "--set", "data.task_eval_problems=40",
                               "--set", "data.task_test_problems=8"])
     assert res.exit_code == 0, res.output
+    return ckpt
+
+
+def test_adaptive_compute_on_a_task_checkpoint(add2_ckpt, tmp_path):
+    ckpt = add2_ckpt
+    pytest.importorskip("matplotlib")
     res = runner.invoke(app, ["bench", "--adaptive-compute", "--checkpoint", str(ckpt), "--task", "add-2",
                               "--problems", "3", "--thresholds", "0.5", "--kl-eps", "0.05",
                               "--out", str(tmp_path / "b"), "--quiet"])
@@ -112,16 +119,12 @@ def test_train_step_bench_on_tiny_presets(tmp_path):
     assert_one_line_error(runner.invoke(app, ["bench", "--train-step", "--presets", "sudoku-nope"]), "sudoku-nope")
 
 
-def test_prompt_depth_script_on_a_task_checkpoint(tmp_path):
+def test_prompt_depth_script_on_a_task_checkpoint(add2_ckpt, tmp_path):
     import subprocess
     import sys
     from pathlib import Path
 
-    ckpt = tmp_path / "add"
-    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2", "--out", str(ckpt), "--quiet",
-                              "--set", "train.train_steps=2", "--set", "data.task_eval_problems=40",
-                              "--set", "data.task_test_problems=8"])
-    assert res.exit_code == 0, res.output
+    ckpt = add2_ckpt
     out = tmp_path / "pd.json"
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "benchmarks/lm_prompt_depth.py", "--checkpoint", str(ckpt), "--task",

@@ -15,7 +15,7 @@ from trmlm.errors import TRMError
 from trmlm.lm.config import LMConfig, lm_config_from_dict
 from trmlm.lm.generate import GenerationConfig
 from trmlm.lm.model import LanguageModel, build_model
-from trmlm.lm.tokenizer import Tokenizer, load_tokenizer
+from trmlm.lm.tokenizer import Tokenizer, load_tokenizer, missing_chars
 
 GENERATION_CONFIG = "generation_config.json"
 
@@ -88,9 +88,8 @@ def load_init(path: str | Path, cfg: LMConfig, task: Any = None) -> LoadedLM:
     run's reasoning-text `task` (a TextTask), if any."""
     init = load_lm(path)
     if task is not None:
-        missing = sorted(set(task.alphabet) - set(getattr(init.tokenizer, "chars", task.alphabet)))
-        if missing:
-            raise TRMError(f"--init-from {path}: its tokenizer has no {''.join(missing)!r}, "
+        if missing := missing_chars(init.tokenizer, task.alphabet):
+            raise TRMError(f"--init-from {path}: its tokenizer has no {missing!r}, "
                            f"characters of task {task.name}")
     mine, theirs = to_dict(cfg), to_dict(init.cfg)
     pairs = [(key, theirs[key], mine[key]) for key in ("arch", "commit_input", "iso_layers")]

@@ -173,6 +173,13 @@ def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
         yield text[i:i + size]
 
 
+def missing_chars(tok: Tokenizer, chars: str) -> str:
+    """The characters of `chars` that no token of `tok` decodes to, sorted (e.g. a task's
+    alphabet against a checkpoint's char tokenizer)."""
+    have = set(tok.decode(list(range(tok.vocab_size))))
+    return "".join(sorted(set(chars) - have))
+
+
 def train_tokenizer(kind: str, text: str, vocab_size: int = 2000) -> Tokenizer:
     if not text:
         raise TRMError("cannot train a tokenizer on empty text")
