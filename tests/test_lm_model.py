@@ -28,7 +28,7 @@ def tiny_cfg(arch: str = "trm", commit_input: str = "x+y", **net) -> LMConfig:
     return LMConfig(arch=arch, model=dataclasses.replace(LMConfig().model, **base), commit_input=commit_input)
 
 
-COMMIT_INPUTS = ["x+y", "x+y+z", "y"]
+COMMIT_INPUTS = ["x+y", "x+y+z", "y", "x"]
 
 
 def make(arch: str = "trm", seed: int = 0, commit_input: str = "x+y", **net):
@@ -164,6 +164,30 @@ def test_parallel_prefill_then_decode_matches_sequential():
     out, _ = prefill(model, cache, t[:, :6], policy, mode="parallel")
     torch.testing.assert_close(out.logits, seq[:, 5], atol=1e-10, rtol=1e-10)
     assert cache.pos == 6
+
+
+def test_token_only_cache_prefills_in_one_pass_and_refines_the_last_prompt_token_alone():
+    """commit_input "x": prefill is one causal commit pass plus the last prompt token's
+    refinement; what follows decodes exactly as the token-by-token decoder, under learned
+    halting, and a training sweep's refinement equals sequential decoding without any sweep."""
+    model = make(commit_input="x")
+    t = tokens(L=9)
+    policy = HaltPolicy(max_steps=3, threshold=0.5)
+    seq, seq_steps = sequential_logits(model, t, policy)
+    cache = KVCache.for_model(model, 2)
+    out, steps = prefill(model, cache, t[:, :5], policy)
+    logits = [out.logits]
+    for i in range(5, 9):
+        out = decode_step(model, cache, t[:, i], policy)
+        logits.append(out.logits)
+    torch.testing.assert_close(torch.stack(logits, 1), seq[:, 4:], atol=1e-10, rtol=1e-10)
+    assert torch.equal(steps[:, :4], torch.zeros_like(steps[:, :4]))
+    assert torch.equal(steps[:, 4], seq_steps[:, 4]) and cache.pos == 9
+    state = model.initial_state(2, 9)
+    for _ in range(3):
+        state = supervision_sweep(model, state, model.embed_tokens(t), grad="none")
+    full, _ = sequential_logits(model, t, HaltPolicy.fixed(3))
+    torch.testing.assert_close(model.logits(state.y), full, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("train_cache", ["previous_step", "final_sweep"])

@@ -358,3 +358,23 @@ def test_the_prompt_may_take_its_own_exit_in_greedy_decoding():
     split = greedy_batch(model, tok, prompts, 3, HaltPolicy.fixed(1), prompt_policy=HaltPolicy.fixed(3))
     assert torch.all(same.steps == 1)
     assert torch.all(split.steps[:, :P] == 3) and torch.all(split.steps[:, P:] == 1)
+
+
+def test_token_cache_scores_its_refined_tokens_only():
+    """commit_input "x": greedy decoding refines only the last prompt token and the generated
+    ones (the other prompt tokens report 0 steps), and steps_mean averages the refined tokens,
+    so a fixed depth d reads d (the prompt's zeros would pull it below d)."""
+    from trmlm.lm.tasks.score import greedy_batch
+
+    task = get_task("add-2")
+    tok = CharTokenizer(sorted(set(task.alphabet)))
+    net = dataclasses.replace(LMConfig().model, vocab_size=tok.vocab_size, seq_len=16, d_model=32, n_heads=4,
+                              n_layers=2, n_latent=1, n_cycles=1, max_sup_steps=3, swiglu_multiple=16)
+    torch.manual_seed(0)
+    model = build_model(LMConfig(model=net, commit_input="x")).eval()
+    examples = task.examples(6, seed=3)
+    P = len(examples[0].prompt)
+    g = greedy_batch(model, tok, [ex.prompt for ex in examples], 3, HaltPolicy.fixed(2))
+    assert torch.all(g.steps[:, :P - 1] == 0) and torch.all(g.steps[:, P - 1:] == 2)
+    report = score_task(model, tok, task, examples, HaltPolicy.fixed(2), batch=3)
+    assert report["steps_mean"] == 2.0 and all(r["steps_mean"] == 2.0 for r in report["per_rung"].values())

@@ -86,13 +86,16 @@ class LMConfig:
     arch: Arch = "trm"
     model: TRMConfig = field(default_factory=_default_model)   # f, n, T, N_sup; seq_len = context L
     halt: HaltConfig = field(default_factory=HaltConfig)
-    commit_input: Literal["x+y+z", "x+y", "y"] = "x+y+z"  # what the commit pass reads (model.commit_input)
+    # What the commit pass reads (model.commit_input). "x": the token alone, so the cache is a causal
+    # pass of f over the embeddings, independent of every token's states, depth and exit.
+    commit_input: Literal["x+y+z", "x+y", "y", "x"] = "x+y+z"
     commit_grad: bool = True       # backprop through the commit pass (its input y^(s-1) is detached)
     # Training cache: "previous_step" = step s reads the commit of y^(s-1) (docs/language-model.md);
     # "final_sweep" = a first no-grad pass of N_sup previous-step sweeps gives approximately
     # final states, and every step reads their commit, as every inference step reads the final
     # committed prefix (costs one extra forward pass per batch; see docs/language-model.md).
     # "mixed": each batch one or the other with probability 1/2 (keeps both dynamics trained).
+    # With commit_input "x" every choice reads the same cache (the tokens' commit): no extra pass runs.
     train_cache: Literal["previous_step", "final_sweep", "mixed"] = "previous_step"
     cache_sweeps: int = 0          # no-grad sweeps of the final_sweep pass; 0 = N_sup
     cache_halting: bool = False    # final_sweep pass halts tokens like inference (learned q) so

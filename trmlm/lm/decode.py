@@ -79,6 +79,8 @@ def prefill(model: LanguageModel, cache: KVCache, tokens: Tensor, policy: HaltPo
         logits, kvs = model(tokens, cache.positions(P), cache.prefix())
         cache.commit(kvs)
         return DecodeOut(logits[:, -1], torch.zeros_like(tokens[:, 0])), torch.zeros_like(tokens)
+    if not model.cache_reads_state:  # commit_input "x": exact in one pass, whatever `mode`
+        return _prefill_tokens_only(model, cache, tokens, policy)
     if mode == "parallel":
         if cache.pos != 0:
             raise ValueError("parallel prefill needs an empty cache")
@@ -92,6 +94,24 @@ def prefill(model: LanguageModel, cache: KVCache, tokens: Tensor, policy: HaltPo
         out = decode_step(model, cache, tokens[:, i], policy)
         all_steps.append(out.steps)
     return out, torch.stack(all_steps, dim=1)
+
+
+def _prefill_tokens_only(model: TRMLanguageModel, cache: KVCache, tokens: Tensor,
+                        policy: HaltPolicy) -> tuple[DecodeOut, Tensor]:
+    """Prefill when the cache holds the tokens alone (commit_input "x"): one causal commit pass
+    over the prompt, as a transformer prefills; only the last prompt token, whose prediction is
+    the first generated token, is refined (against the others' entries). The other prompt tokens
+    report 0 steps: nothing reads a refinement of theirs."""
+    B, P = tokens.shape
+    x = model.embed_tokens(tokens)  # (B, P, D)
+    positions = cache.positions(P)
+    kvs = model.commit_kv(x, model.initial_state(B, P), positions, cache.prefix())
+    cache.commit([(k[:, :, :-1], v[:, :, :-1]) for k, v in kvs])
+    state, steps = refine_token(model, x[:, -1:], positions[-1:], cache.prefix(), policy)
+    cache.commit([(k[:, :, -1:], v[:, :, -1:]) for k, v in kvs])
+    all_steps = torch.zeros_like(tokens)
+    all_steps[:, -1] = steps
+    return DecodeOut(model.logits(state.y)[:, 0], steps), all_steps
 
 
 @torch.no_grad()

@@ -93,11 +93,20 @@ class TRMLanguageModel(_LMBase):
         (intermediate results such as carries), so the committed K/V carry the token itself even
         where its states hold nothing else (e.g. a random operand digit);
         "x+y": embedding and answer state; "y": the answer state alone (ablations; "y" was the
-        first design's choice)."""
+        first design's choice); "x": the embedding alone, so the committed K/V are those of a causal
+        call of f over the tokens, the same whatever the states, depth or exit of any token."""
         kind = self.cfg.commit_input
+        if kind == "x":
+            return x
         if kind == "y":
             return state.y
         return x + state.y + state.z if kind == "x+y+z" else x + state.y
+
+    @property
+    def cache_reads_state(self) -> bool:
+        """False for commit_input "x": no token's states reach the cache (one Jacobi sweep is
+        exact, training needs no final_sweep pass)."""
+        return self.cfg.commit_input != "x"
 
     def commit_kv(self, x: Tensor, state: RecursionState, positions: Tensor,
                   prefix: list[KV] | None = None) -> list[KV]:

@@ -78,7 +78,7 @@ def training_style_losses(model: TRMLanguageModel, tokens: Tensor, targets: Tens
     per-token losses (B, L) after each step."""
     x = model.embed_tokens(tokens)
     committed = None
-    if model.cfg.train_cache in ("final_sweep", "mixed"):  # mixed: report its final-cache half
+    if model.cfg.train_cache in ("final_sweep", "mixed") and model.cache_reads_state:  # mixed: report its final-cache half
         committed = final_sweep_states(model, x, steps)
     state = model.initial_state(*tokens.shape)
     out = []
@@ -107,7 +107,7 @@ def jacobi_states(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
     final = model.initial_state(B, L)
     steps = torch.zeros(B, L, dtype=torch.long, device=tokens.device)
     policy.begin(B, tokens.device, L)
-    for _ in range(sweeps):
+    for _ in range(sweeps if model.cache_reads_state else 1):  # "x" commits: the first sweep is exact
         kvs = model.commit_kv(x, final, positions)
         state = model.initial_state(B, L)
         active = torch.ones(B, L, dtype=torch.bool, device=tokens.device)

@@ -130,13 +130,17 @@ class Trainer:
         history: list[tuple[Tensor, Tensor]] = []  # detached (y_s, CE_s) for the halting labels
         committed = None  # "previous_step": each step commits y^(s-1) (docs/language-model.md)
         final = cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)
-        if final:
+        if final and model.cache_reads_state:
             policy = self._cache_policy()
             committed = final_sweep_states(model, model.embed_tokens(inp),
                                            cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
         logs, total = [], None
         S = cfg.model.max_sup_steps
         weights = step_weights(cfg.step_weights, S)
+        kvs = None  # commit_input "x": one commit pass serves every step up to the first update
+        if not model.cache_reads_state and (per_batch or sum(w > 0 for w in weights) == 1):
+            with self.runtime.autocast():
+                kvs = commit_pass(model, model.embed_tokens(inp), state, grad=cfg.commit_grad)
         for s in range(S):
             if not per_batch and s > 0 and not self._budget_left():
                 break
@@ -144,7 +148,7 @@ class Trainer:
             with self.runtime.autocast():
                 x = model.embed_tokens(inp)
                 new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
-                                        committed=committed, cross_grad=cfg.cross_grad,
+                                        committed=committed, cross_grad=cfg.cross_grad, kvs=kvs,
                                         grad="last_cycle" if weights[s] > 0 else "none")
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L)
@@ -179,7 +183,8 @@ class Trainer:
         committed = reference = None
         with torch.no_grad(), self.runtime.autocast():
             x = model.embed_tokens(inp)
-            if cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5):
+            if model.cache_reads_state and (cfg.train_cache == "final_sweep"
+                                            or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)):
                 committed = final_sweep_states(model, x, cfg.cache_sweeps or cfg.model.max_sup_steps,
                                                self._cache_policy())
                 reference = token_cross_entropy(model.logits(committed.y), tgt, loss_fn)

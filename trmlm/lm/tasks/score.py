@@ -133,7 +133,7 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                           "tokens_per_answer": r_tokens / n,
                           "kv_bytes_per_answer": kv_per_token * r_cached / n,
                           "flops_per_answer": r_flops / n, "ms_per_answer": 1000 * r_seconds / n,
-                          "steps_mean": float(steps_cat.mean())}
+                          "steps_mean": refined_mean(steps_cat)}
         total_correct += correct
         total += n
         all_steps.append(steps_cat)
@@ -145,13 +145,22 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                            "per_rung": per_rung, "tokens_per_answer": gen_tokens / max(1, total),
                            "flops_per_answer": flops / max(1, total),
                            "ms_per_answer": 1000 * seconds / max(1, total),
-                           "steps_mean": float(torch.cat(all_steps).mean()) if all_steps else 0.0}
+                           "steps_mean": refined_mean(torch.cat(all_steps)) if all_steps else 0.0}
     if teacher_forced:
         out["token_acc"] = {c: cat_correct[c] / cat_count[c] for c in cat_count}
         out["steps_per_category"] = {c: cat_steps[c] / cat_count[c] for c in cat_count}
         out["steps_hard"] = _mean_over(cat_steps, cat_count, HARD)
         out["steps_easy"] = _mean_over(cat_steps, cat_count, EASY)
     return out
+
+
+def refined_mean(steps: Tensor) -> float:
+    """Mean supervision steps over the positions that were refined. Prompt tokens under the token
+    cache (commit_input "x") are committed without a refinement and report 0 steps: averaging
+    them in would make every exit rule look cheaper by the prompt's share (and would match a
+    random control to the wrong depth). 0 for the transformers, which report 0 everywhere."""
+    refined = steps[steps > 0]
+    return float(refined.float().mean()) if refined.numel() else 0.0
 
 
 def _mean_over(sums: dict[str, float], counts: dict[str, float], cats: tuple[str, ...]) -> float:
