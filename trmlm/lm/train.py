@@ -129,16 +129,21 @@ class Trainer:
         state = model.initial_state(*inp.shape)
         history: list[tuple[Tensor, Tensor]] = []  # detached (y_s, CE_s) for the halting labels
         committed = None  # "previous_step": each step commits y^(s-1) (docs/language-model.md)
-        final = cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)
-        if final and model.cache_reads_state:
+        if self._final_cache():
             policy = self._cache_policy()
             committed = final_sweep_states(model, model.embed_tokens(inp),
                                            cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
         logs, total = [], None
         S = cfg.model.max_sup_steps
         weights = step_weights(cfg.step_weights, S)
-        kvs = None  # commit_input "x": one commit pass serves every step up to the first update
-        if not model.cache_reads_state and (per_batch or sum(w > 0 for w in weights) == 1):
+        # commit_input "x": one commit pass (with grad) serves every step when the batch's only
+        # update of f is its one weighted step. The halting loss's updates of the other steps reach
+        # q_head alone, which the plain stepper's AdamW leaves f untouched by; DeepSpeed's optimizer
+        # writes every parameter back at each step, so there each step commits afresh.
+        kvs = None
+        one_update_of_f = per_batch or (sum(w > 0 for w in weights) == 1
+                                        and not isinstance(self.stepper, DeepSpeedStepper))
+        if not model.cache_reads_state and one_update_of_f:
             with self.runtime.autocast():
                 kvs = commit_pass(model, model.embed_tokens(inp), state, grad=cfg.commit_grad)
         for s in range(S):
@@ -183,8 +188,7 @@ class Trainer:
         committed = reference = None
         with torch.no_grad(), self.runtime.autocast():
             x = model.embed_tokens(inp)
-            if model.cache_reads_state and (cfg.train_cache == "final_sweep"
-                                            or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)):
+            if self._final_cache():
                 committed = final_sweep_states(model, x, cfg.cache_sweeps or cfg.model.max_sup_steps,
                                                self._cache_policy())
                 reference = token_cross_entropy(model.logits(committed.y), tgt, loss_fn)
@@ -202,6 +206,15 @@ class Trainer:
             loss = masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
         self._update(loss)
         return step_log(model, new.y, ce, mask, q_loss, s_grad)
+
+    def _final_cache(self) -> bool:
+        """Whether this batch's steps read the commit of a final_sweep pass (train_cache
+        final_sweep, or mixed with p = 1/2). Never with the token cache: its commit reads no
+        states, so every step's cache is already the final one."""
+        cfg = self.cfg
+        if not self.model.cache_reads_state:
+            return False
+        return cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)
 
     def _cache_policy(self) -> HaltPolicy | None:
         """With cache_halting, the final_sweep pass stops each token where decoding would (the
