@@ -50,3 +50,13 @@ def test_lm_text_rows(tmp_path):
     assert {(r["model"], r["budget"]) for r in rows} == {
         ("trm", "equal_cpu"), ("trm", "equal_tokens"), ("transformer", "equal_cpu"), ("transformer", "equal_tokens")}
     assert all(0 < r["bpc_sequential"] < 10 for r in rows)
+
+
+def test_lm_token_cost_rows(tmp_path):
+    out = tmp_path / "lm_token_cost.json"
+    _run("benchmarks/lm_token_cost.py", "--batches", "1", "--warmup", "0", "--out", str(out))
+    report = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert rows["transformer (batch 16)"]["ratio"] == 1.0 and len(rows) == 5
+    assert all(r["us_per_token"] > 0 for r in rows.values())
+    assert 0.2 < report["loss_position_share"] < 0.6  # arith: the answers are about 2/5 of a line

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from trmlm.cli.common import configs_dir
-from trmlm.lm import train as train_mod
+from trmlm.lm import trm_batch
 from trmlm.lm.config import load_lm_config
 from trmlm.lm.data import TokenData
 from trmlm.lm.model import build_model
@@ -54,7 +54,7 @@ def test_one_shared_commit_pass_trains_what_the_per_step_passes_would(train_cach
     the commit with grad; no final_sweep pass runs (it would commit the same tokens)."""
     trainer, batch = _trainer("step_weights=last", f"train_cache={train_cache}")
     model = trainer.model
-    monkeypatch.setattr(train_mod, "final_sweep_states", lambda *a, **k: pytest.fail("no final_sweep pass"))
+    monkeypatch.setattr(trm_batch, "final_sweep_states", lambda *a, **k: pytest.fail("no final_sweep pass"))
     got = _grads_of_one_batch(trainer, batch, monkeypatch)
     inp, tgt = batch[:, :-1], batch[:, 1:]
     model.zero_grad(set_to_none=True)

@@ -49,9 +49,10 @@ class Rotary(nn.Module):
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (first half, second half) of the head dim. x: (B, H, L, Dh)."""
+    """Rotate pairs (first half, second half) of the head dim. x: (B, H, L, Dh); cos, sin
+    (L, Dh/2), or (B, L, Dh/2) where each row has its own positions."""
     x1, x2 = x.float().chunk(2, dim=-1)
-    c, s = cos[None, None], sin[None, None]  # (1, 1, L, Dh/2)
+    c, s = (cos[:, None], sin[:, None]) if cos.dim() == 3 else (cos[None, None], sin[None, None])
     out = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
     return out.to(x.dtype)
 
@@ -63,9 +64,10 @@ class AttnContext:
     self_mask: "full" (puzzles), "causal" (an ordinary causal pass, e.g. the LM commit pass), or
         "diagonal" (each position sees only its own current key/value: LM refinement, where the
         other positions are read from a committed prefix instead).
-    rope: (cos, sin) tables for the L query positions, or None.
+    rope: (cos, sin) tables for the L query positions, (L, Dh/2) or per row (B, L, Dh/2), or None.
     prefix: per layer, committed (K, V) of shape (B, H, P, Dh) that every query may read, or None.
-    prefix_mask: (L, P) bool, True = query l may read prefix entry p; None = all visible.
+    prefix_mask: (L, P) or per row (B, L, P) bool, True = query l may read prefix entry p; None =
+        all visible.
     bias: (H, L, L) float added to the attention logits (puzzles' 2-D relative position bias), or
         None; only with self_mask "full" and no prefix.
     """
@@ -137,7 +139,10 @@ class Attention(nn.Module):
                     pmask = torch.ones(L, P, dtype=torch.bool, device=h.device)
                 if mask is None:
                     mask = torch.ones(L, L, dtype=torch.bool, device=h.device)
-                mask = torch.cat([pmask, mask], dim=1)  # (L, P + L)
+                if pmask.dim() == 3:  # per row (gathered query positions): (B, 1, L, P + L)
+                    mask = torch.cat([pmask, mask.expand(B, L, L)], dim=2)[:, None]
+                else:
+                    mask = torch.cat([pmask, mask], dim=1)  # (L, P + L)
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         elif ctx.self_mask in ("full", "causal") and _use_flash_attn(q):
             o = _flash_attn(q, k, v, causal=ctx.self_mask == "causal")
@@ -147,6 +152,15 @@ class Attention(nn.Module):
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         o = o.transpose(1, 2).reshape(B, L, D)  # (B, L, H * Dh)
         return self.out(o), own
+
+    def own_kv(self, h: Tensor, ctx: AttnContext) -> KV:
+        """This layer's (K, V) of h (B, H, L, Dh) alone, as forward returns them."""
+        B, L, _ = h.shape
+        kv = F.linear(h, self.qkv.weight[h.shape[-1]:])  # the K and V rows of the projection
+        k, v = kv.view(B, L, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if ctx.rope is not None:
+            k = apply_rope(k, *ctx.rope)
+        return k, v
 
 
 class SwiGLU(nn.Module):
@@ -209,6 +223,16 @@ class ReasoningNet(nn.Module):
             if return_kv:
                 kvs.append(kv)
         return (h, kvs) if return_kv else h
+
+    def commit_kv(self, h: Tensor, ctx: AttnContext) -> list[KV]:
+        """Every layer's own (K, V), as forward(return_kv=True) gives them, without the last
+        layer's attention output and MLP, which no K/V depends on (the LM's commit pass)."""
+        kvs: list[KV] = []
+        for i, block in enumerate(self.blocks[:-1]):
+            h, kv = block(h, ctx, ctx.prefix[i] if ctx.prefix is not None else None)
+            kvs.append(kv)
+        kvs.append(self.blocks[-1].attn.own_kv(h, ctx))
+        return kvs
 
 
 def init_linear_(layer: nn.Linear) -> None:

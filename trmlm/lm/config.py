@@ -114,6 +114,10 @@ class LMConfig:
     # puzzle TRM); "linear" (w_s proportional to s: early steps are drafts, the last counts most);
     # "last" (only step N_sup is trained; steps 1..N_sup-1 run without grad, as refinement warm-up).
     step_weights: Literal["equal", "linear", "last"] = "equal"
+    # "loss": training refines only the positions that carry cross-entropy (data.loss_on target),
+    # gathered per row; the others' states reach nothing, because with the token cache
+    # (commit_input "x") no state is committed: exact, at (loss positions / L) of the refinement cost.
+    refine_on: Literal["all", "loss"] = "all"
     iso_layers: int = 0            # transformer-iso depth; 0 = model.effective_depth = T (n+1) layers
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=_default_train)
@@ -133,6 +137,10 @@ class LMConfig:
             raise ValueError("cache_sweeps must be >= 0")
         if self.cross_grad and self.updates != "per_batch":
             raise ValueError("cross_grad needs updates=per_batch (the gradient crosses supervision steps)")
+        if self.refine_on == "loss" and (self.commit_input != "x" or self.data.loss_on != "target"
+                                         or self.updates == "sampled"):
+            raise ValueError("refine_on=loss needs commit_input=x (a cache no state reaches), "
+                             "data.loss_on=target and updates per_step or per_batch (refine_on=all otherwise)")
         if self.updates == "sampled" and self.step_weights != "equal":
             raise ValueError("step_weights applies to updates per_step / per_batch (sampled trains one step per batch)")
         if self.updates == "sampled" and self.halt.target == "final" and self.train_cache != "final_sweep":

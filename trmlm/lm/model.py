@@ -112,10 +112,9 @@ class TRMLanguageModel(_LMBase):
                   prefix: list[KV] | None = None) -> list[KV]:
         """The commit pass: one ordinary causal call of f over commit_input(x, state) (B, L, D),
         reading `prefix` (committed entries of all earlier tokens); returns each layer's own
-        (K, V) (B, H, L, Dh)."""
+        (K, V) (B, H, L, Dh). The last layer stops at its K/V (nothing reads its output)."""
         ctx = AttnContext(self_mask="causal", rope=self.rope(positions), prefix=prefix)
-        _, kvs = self.core.f(self.commit_input(x, state), ctx, return_kv=True)
-        return kvs
+        return self.core.f.commit_kv(self.commit_input(x, state), ctx)
 
     def refine(self, state: RecursionState, x: Tensor, positions: Tensor, prefix: list[KV],
                prefix_mask: Tensor | None, grad: GradMode = "last_cycle") -> RecursionState:

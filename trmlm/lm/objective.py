@@ -32,9 +32,13 @@ def halt_label(gain: Tensor, scale: float, margin: float) -> Tensor:
     return 1.0 - torch.sigmoid(scale * (gain.clamp(min=0) - margin))
 
 
+def _bce(logit: Tensor, label: Tensor, mask: Tensor | None) -> Tensor:
+    return masked_mean(F.binary_cross_entropy_with_logits(logit, label, reduction="none"), mask)
+
+
 def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor, targets: Tensor,
               ce: Tensor, history: list[tuple[Tensor, Tensor]], last: bool,
-              reference: Tensor | None = None) -> Tensor:
+              reference: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
     """The halting head's loss after supervision step s (docs/language-model.md, "Halting").
 
     `correct`: BCE(q(y_s), 1[argmax head(y_s) == t_{i+1}]). `improvement` (Ouro): q(y_{s-1})
@@ -44,24 +48,25 @@ def halt_loss(cfg: LMConfig, model: TRMLanguageModel, y: Tensor, logits: Tensor,
     scale (max(0, CE_s - CE_{N_sup}) - margin)). `history` holds the detached (y_s, CE_s) of the
     earlier steps; every label comes from detached losses (all tokens, whatever the loss mask).
     `reference` (updates=sampled, which never reaches step N_sup): the full-depth CE to compare
-    with, from the final_sweep states; the labels then come at whatever step the batch stops."""
+    with, from the final_sweep states; the labels then come at whatever step the batch stops.
+    `mask` (same shape as ce): the entries that count (refine_on "loss" pads its gathered rows)."""
     h = cfg.halt
     if h.target == "correct":
         label = (logits.detach().argmax(-1) == targets).float()
-        return F.binary_cross_entropy_with_logits(model.halt_logit(y), label)
+        return _bce(model.halt_logit(y), label, mask)
     if h.target == "improvement":
         if not history:
             return y.new_zeros(())
         prev_y, prev_ce = history[-1]
         label = halt_label(prev_ce - ce.detach(), h.improvement_scale, h.improvement_margin)
-        return F.binary_cross_entropy_with_logits(model.halt_logit(prev_y), label)
+        return _bce(model.halt_logit(prev_y), label, mask)
     if not last and reference is None:
         return y.new_zeros(())
     final_ce = ce.detach() if reference is None else reference
     losses = []
     for past_y, past_ce in [*history, (y.detach(), ce.detach())]:
         label = halt_label(past_ce - final_ce, h.improvement_scale, h.improvement_margin)
-        losses.append(F.binary_cross_entropy_with_logits(model.halt_logit(past_y), label))
+        losses.append(_bce(model.halt_logit(past_y), label, mask))
     return torch.stack(losses).mean()
 
 

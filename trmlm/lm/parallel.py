@@ -46,6 +46,28 @@ def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
     return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
 
 
+def loss_positions(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The positions that carry loss, gathered per row: (index (B, S), valid (B, S)) with S the
+    most any row has (at least 1); padding entries point at position 0 and are not valid."""
+    counts = mask.sum(1)
+    S = max(1, int(counts.max()))
+    # A stable sort puts each row's loss positions first, in order.
+    order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :S]
+    valid = torch.arange(S, device=mask.device)[None] < counts[:, None]
+    return torch.where(valid, order, torch.zeros_like(order)), valid
+
+
+def refine_at(model: TRMLanguageModel, state: RecursionState, x: Tensor, index: Tensor,
+              kvs: list[KV], grad: GradMode = "last_cycle") -> RecursionState:
+    """One supervision step of the gathered positions `index` (B, S) only (states and x (B, S, D)),
+    each reading the committed cache `kvs` (B, H, L, Dh) strictly to its left plus its own live
+    K/V: the same result as supervision_sweep at those positions, at S/L of its cost. Exact only
+    where the cache reads no states (commit_input "x"): the other positions' states reach nothing."""
+    L = kvs[0][0].shape[2]
+    prefix_mask = torch.arange(L, device=x.device)[None, None] < index[..., None]  # (B, S, L)
+    return model.refine(state, x, index, kvs, prefix_mask, grad=grad)
+
+
 @torch.no_grad()
 def final_sweep_states(model: TRMLanguageModel, x: Tensor, steps: int,
                        policy: HaltPolicy | None = None) -> RecursionState:

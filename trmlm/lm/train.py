@@ -21,8 +21,8 @@ from trmlm.lm.evaluate import evaluate_lm
 from trmlm.lm.generate import GenerationConfig, SampleDone, generate
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
-from trmlm.lm.objective import masked_mean, step_log, halt_loss, step_weights
-from trmlm.lm.parallel import commit_pass, final_sweep_states, supervision_sweep
+from trmlm.lm.objective import masked_mean
+from trmlm.lm.trm_batch import TRMBatches
 from trmlm.lm.prepare import TaskSetup, prepare_data, prepare_task
 from trmlm.lm.tasks import TextTask, get_task
 from trmlm.lm.tasks.batches import TaskBatches
@@ -46,8 +46,9 @@ class Reporter:
     def stop(self) -> None: ...
 
 
-class Trainer:
-    """Holds the optimisation state; `run` is the loop over (config, model, data, logger)."""
+class Trainer(TRMBatches):
+    """Holds the optimisation state; `run` is the loop over (config, model, data, logger); the
+    TRM's batch is TRMBatches' (trmlm/lm/trm_batch.py)."""
 
     def __init__(self, cfg: LMConfig, model: LanguageModel, tokenizer: Tokenizer, data: TokenData,
                  logger: Logger | None = None, reporter: Reporter | None = None,
@@ -123,106 +124,7 @@ class Trainer:
                 ce = token_cross_entropy(model(inp)[0], tgt, cfg.train.loss)
             self._update(masked_mean(ce, mask))
             return [{"loss": float(masked_mean(ce.detach(), mask))}]
-        if cfg.updates == "sampled":
-            return [self._train_sampled(inp, tgt, mask)]
-        per_batch = cfg.updates == "per_batch"
-        state = model.initial_state(*inp.shape)
-        history: list[tuple[Tensor, Tensor]] = []  # detached (y_s, CE_s) for the halting labels
-        committed = None  # "previous_step": each step commits y^(s-1) (docs/language-model.md)
-        if self._final_cache():
-            policy = self._cache_policy()
-            committed = final_sweep_states(model, model.embed_tokens(inp),
-                                           cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
-        logs, total = [], None
-        S = cfg.model.max_sup_steps
-        weights = step_weights(cfg.step_weights, S)
-        # commit_input "x": one commit pass (with grad) serves every step when the batch's only
-        # update of f is its one weighted step. The halting loss's updates of the other steps reach
-        # q_head alone, which the plain stepper's AdamW leaves f untouched by; DeepSpeed's optimizer
-        # writes every parameter back at each step, so there each step commits afresh.
-        kvs = None
-        one_update_of_f = per_batch or (sum(w > 0 for w in weights) == 1
-                                        and not isinstance(self.stepper, DeepSpeedStepper))
-        if not model.cache_reads_state and one_update_of_f:
-            with self.runtime.autocast():
-                kvs = commit_pass(model, model.embed_tokens(inp), state, grad=cfg.commit_grad)
-        for s in range(S):
-            if not per_batch and s > 0 and not self._budget_left():
-                break
-            last = s == S - 1
-            with self.runtime.autocast():
-                x = model.embed_tokens(inp)
-                new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
-                                        committed=committed, cross_grad=cfg.cross_grad, kvs=kvs,
-                                        grad="last_cycle" if weights[s] > 0 else "none")
-                logits = model.logits(new.y)
-                ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L)
-                q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history, last=last)
-                loss = cfg.train.halt_loss_weight * q_loss
-                if weights[s] > 0:
-                    loss = loss + weights[s] * masked_mean(ce, mask)
-            if loss.requires_grad:  # (not a warm-up step of step_weights=last with nothing to train)
-                if per_batch:
-                    total = loss / S if total is None else total + loss / S
-                else:
-                    self._update(loss)
-            logs.append(step_log(model, new.y, ce, mask, q_loss, s + 1))
-            history.append((new.y.detach(), ce.detach()))
-            # The carry is detached for the recursion (the core detaches it before the last
-            # cycle); with cross_grad the commit of step s+1 still reaches this step's graph.
-            state = new if cfg.cross_grad else new.detach()
-        if per_batch:
-            self._update(total)
-        return logs
-
-    def _train_sampled(self, inp: Tensor, tgt: Tensor, mask: Tensor | None) -> dict[str, float]:
-        """updates=sampled: one optimizer step at supervision step s ~ U{1..N_sup}. Steps 1..s-1
-        run without grad from the initial state; the cache (the final_sweep states' commit, or
-        previous_step's) is what the per-step scheme reads, computed once for the no-grad steps.
-        The halt head learns on the (detached) states of all s steps."""
-        cfg, model = self.cfg, self.model
-        s_grad = int(self.rng.integers(1, cfg.model.max_sup_steps + 1))
-        loss_fn = cfg.train.loss
-        state = model.initial_state(*inp.shape)
-        history: list[tuple[Tensor, Tensor]] = []
-        committed = reference = None
-        with torch.no_grad(), self.runtime.autocast():
-            x = model.embed_tokens(inp)
-            if self._final_cache():
-                committed = final_sweep_states(model, x, cfg.cache_sweeps or cfg.model.max_sup_steps,
-                                               self._cache_policy())
-                reference = token_cross_entropy(model.logits(committed.y), tgt, loss_fn)
-            kvs = commit_pass(model, x, committed, grad=False) if committed is not None else None
-            for _ in range(s_grad - 1):
-                state = supervision_sweep(model, state, x, committed=committed, kvs=kvs, grad="none")
-                history.append((state.y, token_cross_entropy(model.logits(state.y), tgt, loss_fn)))
-        with self.runtime.autocast():
-            new = supervision_sweep(model, state, model.embed_tokens(inp), commit_grad=cfg.commit_grad,
-                                    committed=committed)
-            logits = model.logits(new.y)
-            ce = token_cross_entropy(logits, tgt, loss_fn)
-            q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history,
-                               last=s_grad == cfg.model.max_sup_steps, reference=reference)
-            loss = masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
-        self._update(loss)
-        return step_log(model, new.y, ce, mask, q_loss, s_grad)
-
-    def _final_cache(self) -> bool:
-        """Whether this batch's steps read the commit of a final_sweep pass (train_cache
-        final_sweep, or mixed with p = 1/2). Never with the token cache: its commit reads no
-        states, so every step's cache is already the final one."""
-        cfg = self.cfg
-        if not self.model.cache_reads_state:
-            return False
-        return cfg.train_cache == "final_sweep" or (cfg.train_cache == "mixed" and self.rng.random() < 0.5)
-
-    def _cache_policy(self) -> HaltPolicy | None:
-        """With cache_halting, the final_sweep pass stops each token where decoding would (the
-        config's learned-halting threshold), so training reads the states decoding commits."""
-        h = self.cfg.halt
-        if not self.cfg.cache_halting:
-            return None
-        return HaltPolicy(max_steps=self.cfg.max_steps, min_steps=h.min_steps, threshold=h.threshold)
+        return self._train_trm_batch(inp, tgt, mask)
 
     # -- evaluation ----------------------------------------------------------------------------
     def full_weights(self) -> dict[str, Tensor]:

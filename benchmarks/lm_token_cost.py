@@ -1,0 +1,93 @@
+"""What a training token costs: the TRM LM's recipes against the same-size transformer, interleaved.
+
+    python benchmarks/lm_token_cost.py                      # lm-arith-cpu, 1 thread, ~2 minutes
+    python benchmarks/lm_token_cost.py --preset lm-sudoku-text-cpu --batches 8 --out /tmp/sudoku_cost.json
+
+Each variant is a Trainer built from the preset (a task preset) plus its `--set` overrides (every
+TRM variant with the token cache and the loss on the answers), fed real batches of the preset's task (`Trainer.train_batch`: forward, backward, optimizer step). The variants take
+turns batch by batch (so a slower or busier stretch of the machine hits all of them alike); the
+first `--warmup` batches of each are left out. Cost = process CPU seconds per training token
+(batch x context), median over batches, and its ratio to the first variant (the transformer).
+Writes a table and benchmarks/results/lm_token_cost.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TARGETS = ["commit_input=x", "data.loss_on=target"]  # the token cache, loss on the task's answers
+VARIANTS = {
+    "transformer (batch 16)": ["arch=transformer", "train.batch_size=16", "data.loss_on=target"],
+    "trm, refine every position": [*TARGETS, "refine_on=all"],
+    "trm, refine the loss positions": [*TARGETS, "refine_on=loss"],
+    "trm, refine the loss positions, 1-step gradient": [*TARGETS, "refine_on=loss", "model.grad=one_step"],
+    "trm, refine the loss positions, N_sup 2": [*TARGETS, "refine_on=loss", "model.max_sup_steps=2"],
+}
+
+
+def build(preset: str, overrides: list[str]):
+    from trmlm.cli.common import configs_dir
+    from trmlm.lm.config import load_lm_config
+    from trmlm.lm.model import build_model
+    from trmlm.lm.prepare import prepare_task
+    from trmlm.lm.tasks import get_task
+    from trmlm.lm.train import Trainer
+
+    cfg = load_lm_config(preset, [], ["train.max_minutes=0", *overrides], configs_dir())
+    tokenizer, data, setup = prepare_task(cfg, get_task(cfg.data.task), None)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
+    torch.manual_seed(cfg.train.seed)
+    return Trainer(cfg, build_model(cfg), tokenizer, data, task=setup)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="lm-arith-cpu")
+    p.add_argument("--batches", type=int, default=12, help="timed batches per variant")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lm_token_cost.json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from trmlm.bench.common import hardware, write_json
+
+    trainers = {name: build(args.preset, sets) for name, sets in VARIANTS.items()}
+    per_token: dict[str, list[float]] = {name: [] for name in trainers}
+    loss_share: list[float] = []
+    for i in range(args.warmup + args.batches):
+        for name, tr in trainers.items():
+            batch, mask = tr._draw(tr.cfg.train.batch_size)
+            if mask is not None:
+                loss_share.append(float(mask.float().mean()))
+            c0 = time.process_time()
+            tr.train_batch(batch, mask)
+            if i >= args.warmup:
+                per_token[name].append((time.process_time() - c0) / (tr.cfg.train.batch_size * tr.cfg.context))
+    base_name = next(iter(trainers))
+    base = statistics.median(per_token[base_name])
+    rows = []
+    print(f"{'variant':50s} {'us/token':>9s} {'vs transformer':>14s}")
+    for name, values in per_token.items():
+        med = statistics.median(values)
+        rows.append({"variant": name, "set": VARIANTS[name], "us_per_token": round(med * 1e6, 1),
+                     "ratio": round(med / base, 2), "batch": trainers[name].cfg.train.batch_size})
+        print(f"{name:50s} {med * 1e6:9.1f} {med / base:13.2f}x")
+    share = statistics.mean(loss_share) if loss_share else 1.0
+    print(f"positions with loss: {share:.3f}")
+    write_json(args.out, {"benchmark": "lm_token_cost", "preset": args.preset,
+                          "hardware": dict(hardware("cpu"), threads=args.threads),
+                          "command": "python benchmarks/lm_token_cost.py " + " ".join(
+                              f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+                          "batches": args.batches, "loss_position_share": round(share, 3), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
