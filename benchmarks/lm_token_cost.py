@@ -14,7 +14,6 @@ Writes a table and benchmarks/results/lm_token_cost.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -36,16 +35,9 @@ VARIANTS = {
 def build(preset: str, overrides: list[str]):
     from trmlm.cli.common import configs_dir
     from trmlm.lm.config import load_lm_config
-    from trmlm.lm.model import build_model
-    from trmlm.lm.prepare import prepare_task
-    from trmlm.lm.tasks import get_task
-    from trmlm.lm.train import Trainer
+    from trmlm.lm.train import build_trainer
 
-    cfg = load_lm_config(preset, [], ["train.max_minutes=0", *overrides], configs_dir())
-    tokenizer, data, setup = prepare_task(cfg, get_task(cfg.data.task), None)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    torch.manual_seed(cfg.train.seed)
-    return Trainer(cfg, build_model(cfg), tokenizer, data, task=setup)
+    return build_trainer(load_lm_config(preset, [], ["train.max_minutes=0", *overrides], configs_dir()))
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from trmlm.cli.common import configs_dir
 from trmlm.lm.config import load_lm_config
 from trmlm.lm.data import TokenData
 from trmlm.lm.model import build_model
-from trmlm.lm.parallel import commit_pass, loss_positions, refine_at, supervision_sweep
+from trmlm.lm.parallel import commit_pass, loss_positions, refine_at, supervision_sweep, take_positions
 from trmlm.lm.tokenizer import CharTokenizer
 from trmlm.lm.train import Trainer
 
@@ -53,9 +53,8 @@ def test_refine_at_equals_the_full_sweep_at_the_gathered_positions():
         full, at = model.initial_state(3, L), model.initial_state(*index.shape)
         for _ in range(3):
             full = supervision_sweep(model, full, x, grad="none", kvs=kvs)
-            at = refine_at(model, at, x.gather(1, index[..., None].expand(-1, -1, x.shape[-1])), index, kvs,
-                           grad="none")
-    want = full.y.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+            at = refine_at(model, at, take_positions(x, index), index, kvs, grad="none")
+    want = take_positions(full.y, index)
     torch.testing.assert_close(at.y[valid], want[valid], atol=1e-5, rtol=1e-5)
     assert int(valid.sum()) == int(mask.sum()) > 0
 

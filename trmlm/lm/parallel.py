@@ -57,6 +57,11 @@ def loss_positions(mask: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(valid, order, torch.zeros_like(order)), valid
 
 
+def take_positions(x: Tensor, index: Tensor) -> Tensor:
+    """x (B, L, D) at the gathered positions `index` (B, S): (B, S, D)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
 def refine_at(model: TRMLanguageModel, state: RecursionState, x: Tensor, index: Tensor,
               kvs: list[KV], grad: GradMode = "last_cycle") -> RecursionState:
     """One supervision step of the gathered positions `index` (B, S) only (states and x (B, S, D)),

@@ -333,14 +333,14 @@ class Trainer(TRMBatches):
         return metrics
 
 
-def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,
-                      reporter: Reporter | None = None, resume: bool = False,
-                      deepspeed_config: dict[str, Any] | None = None, task: TextTask | None = None,
-                      init: LoadedLM | None = None) -> tuple[Trainer, dict[str, Any]]:
-    """Data -> tokenizer -> model (vocab from the tokenizer) -> Trainer.run(); with `resume`, the
-    run's own tokenizer and its latest saved training state. A reasoning-text task (cfg.data.task)
-    is resolved by name here unless given (tasks from the puzzle layer are passed in). `init`
-    (checkpoint.load_init): start from its weights and tokenizer, with a fresh optimizer."""
+def build_trainer(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,
+                  reporter: Reporter | None = None, resume: bool = False,
+                  deepspeed_config: dict[str, Any] | None = None, task: TextTask | None = None,
+                  init: LoadedLM | None = None) -> Trainer:
+    """Data -> tokenizer -> model (vocab from the tokenizer) -> Trainer, ready to run; with
+    `resume`, the run's own tokenizer and its latest saved training state. A reasoning-text task
+    (cfg.data.task) is resolved by name here unless given (tasks from the puzzle layer are passed
+    in). `init` (checkpoint.load_init): start from its weights and tokenizer, with a fresh optimizer."""
     import dataclasses
 
     from trmlm.lm.model import build_model
@@ -366,4 +366,13 @@ def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: 
     trainer.init_from = str(init.path) if init is not None else None
     if resume:
         trainer.resume()
+    return trainer
+
+
+def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,
+                      reporter: Reporter | None = None, resume: bool = False,
+                      deepspeed_config: dict[str, Any] | None = None, task: TextTask | None = None,
+                      init: LoadedLM | None = None) -> tuple[Trainer, dict[str, Any]]:
+    """build_trainer, then Trainer.run()."""
+    trainer = build_trainer(cfg, out_dir, logger, reporter, resume, deepspeed_config, task, init)
     return trainer, trainer.run()

@@ -12,7 +12,8 @@ from torch import Tensor
 from trmlm.distributed import DeepSpeedStepper
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.objective import halt_loss, masked_mean, step_log, step_weights
-from trmlm.lm.parallel import commit_pass, final_sweep_states, loss_positions, refine_at, supervision_sweep
+from trmlm.lm.parallel import (commit_pass, final_sweep_states, loss_positions, refine_at, supervision_sweep,
+                               take_positions)
 from trmlm.losses import token_cross_entropy
 
 if TYPE_CHECKING:
@@ -75,8 +76,7 @@ class TRMBatches:
                 if index is not None:
                     step_kvs = kvs if kvs is not None else commit_pass(
                         model, x, full_state, grad=cfg.commit_grad and weights[s] > 0)
-                    x_at = x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
-                    new = refine_at(model, state, x_at, index, step_kvs, grad=grad)
+                    new = refine_at(model, state, take_positions(x, index), index, step_kvs, grad=grad)
                 else:
                     new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
                                             committed=committed, cross_grad=cfg.cross_grad, kvs=kvs,
