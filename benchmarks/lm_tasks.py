@@ -105,6 +105,10 @@ def main() -> None:
     p.add_argument("--calibrate-halt", type=float, default=None, metavar="MARGIN",
                    help="refit the TRM's halting head on decoding's states (trm calibrate-halt --margin MARGIN) "
                         "before scoring its learned halting")
+    p.add_argument("--calibrate-label", default="loss", choices=("loss", "argmax"),
+                   help="trm calibrate-halt --label: what the labels judge (argmax: the step's top token is right)")
+    p.add_argument("--calibrate-threshold", type=float, default=0.5,
+                   help="trm calibrate-halt --threshold: the exit the head is fitted for, the checkpoint's default")
     p.add_argument("--calibrate-scored", default="targets", choices=("targets", "all"),
                    help="trm calibrate-halt --scored: the positions whose own prediction the labels judge")
     p.add_argument("--threads", type=int, default=1)
@@ -126,6 +130,7 @@ def main() -> None:
             scored = trm["dir"] + "-halt"
             run(args, "calibrate-halt", "--checkpoint", trm["dir"], "--out", scored, "--overwrite",
                 "--margin", str(args.calibrate_halt), "--scored", args.calibrate_scored,
+                "--label", args.calibrate_label, "--threshold", str(args.calibrate_threshold),
                 "--threads", str(args.threads))
         rep = score(args, scored, args.task)
         bench_dir = Path(scored) / "bench"
@@ -144,6 +149,7 @@ def main() -> None:
                  steps_mean=rep["steps_mean"], steps_per_category=rep["steps_per_category"],
                  adaptive_report=str(bench_dir / "task_report.json"), halt_calibration_margin=args.calibrate_halt,
                  halt_calibration_scored=args.calibrate_scored if args.calibrate_halt is not None else None,
+                 halt_calibration_label=args.calibrate_label if args.calibrate_halt is not None else None,
                  checkpoint=scored,
                  trm_set=list(args.trm_set))
         rows.append(r)
@@ -153,7 +159,7 @@ def main() -> None:
         task = args.task + "-cot" if model == "transformer-cot" else args.task
         for budget in ("equal_tokens", "equal_cpu"):
             if budget == "equal_tokens":
-                extra = [f"train.max_minutes=0", f"train.train_steps={math.ceil(tokens / _tokens_per_step(args))}"]
+                extra = ["train.max_minutes=0", f"train.train_steps={math.ceil(tokens / _tokens_per_step(args))}"]
             else:
                 extra = [f"train.max_minutes={args.minutes}", "train.train_steps=100000000"]
             trained = train(args, f"{tag}-{model}-{budget}", arch, task,

@@ -17,6 +17,7 @@ def calibrate_halt_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="TRM LM checkpoint directory (train-lm)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write the calibrated checkpoint (default: CHECKPOINT-halt). Never the input directory."),
     margin: float = typer.Option(0.02, help="Nats: halt after a step unless a later step lowers the token's loss by more than this (0.02 chosen on arithmetic validation problems for --scored all, 0.005 for --scored targets)."),
+    label: str = typer.Option("loss", help="What the labels judge: loss (halt unless a later step lowers the loss by more than --margin) | argmax (halt once the step's top token is the true next token, or no later step's is: what greedy decoding keeps; --margin unused)."),
     threshold: float = typer.Option(0.5, help="The exit the head is fitted for (sigmoid(q) >= this); stored as the checkpoint's default."),
     max_steps: int = typer.Option(0, help="Depth labelled and allowed (0 = N_sup)."),
     windows: int = typer.Option(256, help="Training-distribution windows the labels come from (fresh problems for a task, the train split for text)."),
@@ -55,7 +56,7 @@ def calibrate_halt_cmd(
         raise TRMError("--windows must be >= 1")
     try:
         cal = CalibrationConfig(margin=margin, threshold=threshold, max_steps=max_steps,
-                                rounds=rounds, sweeps=sweeps)
+                                rounds=rounds, sweeps=sweeps, label=label)
     except ValueError as exc:
         raise TRMError(str(exc)) from None
     rt = resolve_runtime(device, "float32", threads)
@@ -101,4 +102,5 @@ def calibrate_halt_cmd(
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
-    out.print(f"calibrated halting head written to {target} (margin {margin:g} nats, threshold {threshold:g})")
+    judged = f"margin {margin:g} nats" if label == "loss" else "argmax labels"
+    out.print(f"calibrated halting head written to {target} ({judged}, threshold {threshold:g})")

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from trmlm.cli.main import app
-from trmlm.lm.calibrate import CalibrationConfig, calibrate_halting, exit_steps, fit_halt_head, halt_labels, step_states
+from trmlm.lm.calibrate import (CalibrationConfig, argmax_labels, calibrate_halting, exit_steps, fit_halt_head,
+                                halt_labels, step_states)
 from trmlm.lm.config import LMConfig
 from trmlm.lm.decode import sequential_logits
 from trmlm.lm.halting import HaltPolicy
@@ -57,6 +58,18 @@ def test_labels_on_hand_made_losses():
     assert lab[0, 4] < 0.01 and lab[1, 4] > 0.9
 
 
+def test_argmax_labels_on_hand_made_predictions():
+    # is the step's top token the target? tokens: right from step 1; right from step 2; right
+    # at step 2 only (step 3 loses it); never right; right at step 1, wrong at 2, right at 3
+    right = torch.tensor([[1, 0, 0, 0, 1],
+                          [1, 1, 1, 0, 0],
+                          [1, 1, 0, 0, 1]], dtype=torch.bool)[:, None, :]  # (S=3, B=1, L=5)
+    lab = argmax_labels(right)[:, 0]  # (S, L)
+    assert lab.tolist() == [[1, 0, 0, 1, 1],   # never right: more steps will not help, halt at once
+                            [1, 1, 1, 1, 0],   # the fifth: wrong now, right again at step 3
+                            [1, 1, 1, 1, 1]]
+
+
 def test_fit_touches_only_the_halt_head_and_learns_a_separable_rule():
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -79,15 +92,15 @@ def test_step_states_label_what_sequential_decoding_reaches():
     t = torch.randint(0, 17, (2, 9), generator=torch.Generator().manual_seed(1))
     tokens, targets = t[:, :-1], t[:, 1:]
     for policy in (HaltPolicy.fixed(3), HaltPolicy(max_steps=3, threshold=0.5)):
-        ys, ce = step_states(model, tokens, targets, 3, policy, sweeps=tokens.shape[1])
+        ys, ce, _ = step_states(model, tokens, targets, 3, policy, sweeps=tokens.shape[1])
         assert ys.shape == (3, 2, 8, 32) and ce.shape == (3, 2, 8)
         if policy.threshold is None:
             logits, _ = sequential_logits(model, tokens, policy)
             ref = F.cross_entropy(logits.reshape(-1, 17), targets.reshape(-1), reduction="none").view(2, 8)
             torch.testing.assert_close(ce[-1], ref.float(), rtol=1e-6, atol=1e-6)  # the CE is taken in fp32
     # a cache built from halted states differs from the full-depth one
-    _, ce_full = step_states(model, tokens, targets, 3, HaltPolicy.fixed(3), sweeps=8)
-    _, ce_halt = step_states(model, tokens, targets, 3, HaltPolicy(max_steps=3, threshold=0.5), sweeps=8)
+    _, ce_full, _ = step_states(model, tokens, targets, 3, HaltPolicy.fixed(3), sweeps=8)
+    _, ce_halt, _ = step_states(model, tokens, targets, 3, HaltPolicy(max_steps=3, threshold=0.5), sweeps=8)
     assert not torch.allclose(ce_full, ce_halt)
 
 
@@ -100,7 +113,7 @@ def test_calibration_moves_exits_toward_the_labels():
     rep = calibrate_halting(model, windows, CalibrationConfig(margin=100.0, rounds=2, sweeps=2, iters=200))
     assert [r["round"] for r in rep["rounds"]] == [1, 2]
     assert rep["rounds"][-1]["mean_exit_step"] == pytest.approx(1.0)
-    ys, _ = step_states(model, windows[:, :-1], windows[:, 1:], 3, HaltPolicy.fixed(3), 2)
+    ys, _, _ = step_states(model, windows[:, :-1], windows[:, 1:], 3, HaltPolicy.fixed(3), 2)
     assert torch.all(exit_steps(model, ys, 0.5) == 1)
 
 
@@ -114,12 +127,26 @@ def test_unscored_positions_are_labelled_halt_now():
     rep = calibrate_halting(model, windows, CalibrationConfig(margin=0.0, rounds=1, sweeps=2, iters=400),
                             scored=scored)
     assert rep["scored_share"] == 0.5
-    ys, _ = step_states(model, windows[:, :-1], windows[:, 1:], 3, HaltPolicy.fixed(3), 2)
+    ys, _, _ = step_states(model, windows[:, :-1], windows[:, 1:], 3, HaltPolicy.fixed(3), 2)
     steps = exit_steps(model, ys, 0.5)
     assert steps[:, :6].float().mean() < steps[:, 6:].float().mean()
 
 
-@pytest.mark.parametrize("bad", [dict(margin=-1.0), dict(threshold=1.0), dict(rounds=0), dict(lr=0.0)])
+def test_argmax_calibration_fits_the_argmax_labels_of_decodings_states():
+    """label="argmax": round 1 labels the full-depth cache's states by their top tokens (the
+    mean label per step is argmax_labels' on the same states, not the loss labels')."""
+    model = _model()
+    windows = torch.randint(0, 17, (24, 13), generator=torch.Generator().manual_seed(4))
+    _, ce, right = step_states(model, windows[:, :-1], windows[:, 1:], 3, HaltPolicy.fixed(3), 2)
+    want = argmax_labels(right)
+    assert not torch.allclose(want.mean(dim=(1, 2)), halt_labels(ce, 0.02, 50.0).mean(dim=(1, 2)), atol=1e-2)
+    rep = calibrate_halting(model, windows, CalibrationConfig(label="argmax", rounds=1, sweeps=2, iters=400))
+    assert rep["label"] == "argmax"
+    assert rep["rounds"][0]["mean_label_per_step"] == pytest.approx(want.mean(dim=(1, 2)).tolist(), abs=1e-4)
+
+
+@pytest.mark.parametrize("bad", [dict(margin=-1.0), dict(threshold=1.0), dict(rounds=0), dict(lr=0.0),
+                                 dict(label="nonsense")])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         CalibrationConfig(**bad)

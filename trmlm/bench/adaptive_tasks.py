@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -32,11 +33,15 @@ def _row(ex: Exit, report: dict[str, Any]) -> dict[str, Any]:
             "tokens_per_answer": report.get("tokens_per_answer")}
 
 
-def operating_point(rows: list[dict[str, Any]], max_steps: int) -> dict[str, Any]:
-    """Among the learned thresholds within EXACT_TOLERANCE of full depth at <= half the steps, the
-    best exact accuracy; else the fewest steps within the tolerance; else the best accuracy."""
+def operating_point(rows: list[dict[str, Any]], max_steps: int, threshold: float | None = None) -> dict[str, Any]:
+    """The learned exit at `threshold` (the checkpoint's stored one, chosen before these problems
+    were scored) when given; otherwise picked on these problems: among the learned thresholds
+    within EXACT_TOLERANCE of full depth at <= half the steps, the best exact accuracy; else the
+    fewest steps within the tolerance; else the best accuracy."""
     full = next(r for r in rows if r["kind"] == "fixed" and r["param"] == max_steps)
     learned = [r for r in rows if r["kind"] == "learned"]
+    if threshold is not None:
+        return next(r for r in learned if abs(r["param"] - threshold) < 1e-9)
     ok = [r for r in learned if r["exact_acc"] >= full["exact_acc"] - EXACT_TOLERANCE]
     cheap = [r for r in ok if r["steps_mean"] <= 0.5 * max_steps]
     if cheap:
@@ -48,10 +53,14 @@ def operating_point(rows: list[dict[str, Any]], max_steps: int) -> dict[str, Any
 def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task: TextTask,
                             examples: list[Example], settings: AdaptiveSettings, max_steps: int = 0,
                             console: Console | None = None, progress: bool = True,
-                            batch: int = 64) -> dict[str, Any]:
+                            batch: int = 64, threshold: float | None = None) -> dict[str, Any]:
     """Rows: fixed depths 1..max_steps (default N_sup; deeper = test-time depth beyond training),
     and at most N_sup steps: learned halting over settings.thresholds, KL / argmax exits, the
-    oracle (teacher-forced only) and a random exit of each learned threshold's mean depth."""
+    oracle (teacher-forced only) and a random exit of each learned threshold's mean depth.
+    `threshold`: the checkpoint's stored halting threshold; it joins the sweep and is the
+    operating point the targets are judged at (else the point is picked on these problems)."""
+    if threshold is not None and not any(abs(t - threshold) < 1e-9 for t in settings.thresholds):
+        settings = dataclasses.replace(settings, thresholds=sorted([*settings.thresholds, threshold]))
     if not isinstance(model, TRMLanguageModel):
         raise TRMError("--adaptive-compute needs a TRM checkpoint (arch trm), not a transformer baseline")
     model.eval()
@@ -89,7 +98,7 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
     # none halts before the last (the learned rule then IS a fixed depth, no control can lose).
     inner = [r for r in learned if 1.005 < r["steps_mean"] < n_sup - 0.005]
     full = by_name[f"fixed {n_sup}"]
-    op = operating_point(rows, n_sup)
+    op = operating_point(rows, n_sup, threshold)
     report: dict[str, Any] = {
         "benchmark": "adaptive_compute_task", "task": task.name, "problems": len(examples),
         "hardware": hardware(next(model.parameters()).device), "n_sup": n_sup, "max_steps": max_steps,
@@ -101,7 +110,10 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
     if f"fixed {2 * n_sup}" in by_name:
         report["exact_acc_2x_depth"] = by_name[f"fixed {2 * n_sup}"]["exact_acc"]
     if op is not None:
-        report.update(operating_point=op["name"], halt_exact_acc=op["exact_acc"],
+        report.update(operating_point=op["name"],
+                      operating_point_rule=("the checkpoint's stored threshold" if threshold is not None
+                                            else "picked on these problems"),
+                      halt_exact_acc=op["exact_acc"],
                       halt_mean_steps=op["steps_mean"], steps_hard=op["steps_hard"],
                       steps_easy=op["steps_easy"], random_control=op["random_same_mean"])
         report["targets"] = {

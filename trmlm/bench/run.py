@@ -94,7 +94,8 @@ def bench_adaptive_task(lm, task, problems: int, settings: AdaptiveSettings, out
     examples = task.examples(problems, lm.cfg.data.task_eval_seed if seed is None else seed)
     model = lm.model.to(device)
     report = run_task_adaptive_bench(model, lm.tokenizer, task, examples, settings, max_steps=max_steps,
-                                     console=Console(stderr=True), progress=progress)
+                                     console=Console(stderr=True), progress=progress,
+                                     threshold=lm.generation.halt_threshold)
     report.update(checkpoint=str(lm.path) if getattr(lm, "path", None) else None, parameters=model.num_parameters(),
                   train_step=lm.meta.get("step"))
     print_task_adaptive_table(report, console)

@@ -10,10 +10,13 @@ refits only q_head (a linear probe on y) on labels computed from the states deco
      sweeps (parallel.jacobi_states; exact for the first `sweeps` positions, close after);
   2. every position refined from its initial state against that cache for max_steps steps,
      recording y_s and the next-token loss CE_s;
-  3. label: halt after step s unless a later step lowers the loss by more than `margin` nats,
-     halt_s = 1 - sigmoid(scale (max(0, CE_s - min_{s' > s} CE_{s'}) - margin)) (the `final`
-     target's form, against the best *later* step instead of the last one: the oracle's
-     choice under the constraint of stopping once);
+  3. label (`label="loss"`): halt after step s unless a later step lowers the loss by more than
+     `margin` nats, halt_s = 1 - sigmoid(scale (max(0, CE_s - min_{s' > s} CE_{s'}) - margin))
+     (the `final` target's form, against the best *later* step instead of the last one: the
+     oracle's choice under the constraint of stopping once). `label="argmax"` judges what greedy
+     decoding keeps, the step's top token: halt after step s if it is the true next token or if
+     no later step's is (the paper's halting target, "is the current answer right", plus "more
+     steps will not make it right");
   4. q_head fitted by BCE on the steps before the last (the last step always stops).
 
 Round r + 1 reads the cache committed under the head fitted in round r, so the labels come from
@@ -49,8 +52,11 @@ class CalibrationConfig:
     iters: int = 400         # full-batch Adam steps of the fit
     lr: float = 1e-2
     chunk: int = 32          # windows per no-grad pass
+    label: str = "loss"      # loss: a later step lowers the loss by > margin | argmax: top token right
 
     def __post_init__(self) -> None:
+        if self.label not in ("loss", "argmax"):
+            raise ValueError(f"label must be loss or argmax, got {self.label!r}")
         if self.margin < 0 or self.scale <= 0:
             raise ValueError("margin must be >= 0 and scale > 0")
         if self.max_steps < 0 or self.rounds < 1 or self.sweeps < 1 or self.iters < 1 or self.chunk < 1:
@@ -63,9 +69,10 @@ class CalibrationConfig:
 
 @torch.no_grad()
 def step_states(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, max_steps: int,
-                policy: HaltPolicy, sweeps: int, loss: str = "softmax") -> tuple[Tensor, Tensor]:
-    """y_s (S, B, L, D) and CE_s (S, B, L) after every step s = 1..max_steps of every position,
-    each refined from its initial state against the cache that decoding under `policy` commits."""
+                policy: HaltPolicy, sweeps: int, loss: str = "softmax") -> tuple[Tensor, Tensor, Tensor]:
+    """y_s (S, B, L, D), CE_s (S, B, L) and whether the top token is the target, right_s (S, B, L),
+    after every step s = 1..max_steps of every position, each refined from its initial state
+    against the cache that decoding under `policy` commits."""
     committed, _ = jacobi_states(model, tokens, sweeps, policy)
     B, L = tokens.shape
     x = model.embed_tokens(tokens)  # (B, L, D)
@@ -73,12 +80,14 @@ def step_states(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, max_st
     kvs = model.commit_kv(x, committed, positions)
     mask = strictly_lower(L, tokens.device)
     state = model.initial_state(B, L)
-    ys, ces = [], []
+    ys, ces, right = [], [], []
     for _ in range(max_steps):
         state = model.refine(state, x, positions, kvs, mask, grad="none")
+        logits = model.logits(state.y)
         ys.append(state.y)
-        ces.append(token_cross_entropy(model.logits(state.y), targets, loss))
-    return torch.stack(ys), torch.stack(ces)
+        ces.append(token_cross_entropy(logits, targets, loss))
+        right.append(logits.argmax(-1) == targets)
+    return torch.stack(ys), torch.stack(ces), torch.stack(right)
 
 
 def halt_labels(ce: Tensor, margin: float, scale: float) -> Tensor:
@@ -90,6 +99,16 @@ def halt_labels(ce: Tensor, margin: float, scale: float) -> Tensor:
     labels = halt_label(ce - later_best, scale, margin)  # (-inf at the last step, clamped to 0)
     labels[-1] = 1.0
     return labels
+
+
+def argmax_labels(right: Tensor) -> Tensor:
+    """Hard halt labels (S, B, L) from whether each step's top token is the target (S, B, L):
+    after step s, halt if it is, or if no later step's is. The last step is labelled 1."""
+    right = right.float()
+    later = torch.zeros_like(right)  # some step after s has the target on top
+    for s in range(right.shape[0] - 2, -1, -1):
+        later[s] = torch.maximum(later[s + 1], right[s + 1])
+    return torch.maximum(right, 1.0 - later)
 
 
 def fit_halt_head(model: TRMLanguageModel, ys: Tensor, labels: Tensor, iters: int, lr: float) -> float:
@@ -132,13 +151,17 @@ def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: Calibration
     policy = HaltPolicy.fixed(M)  # round 1: the full-depth cache
     rounds = []
     for r in range(cfg.rounds):
-        ys, ces = [], []
+        ys, ces, rights = [], [], []
         for w in windows.split(cfg.chunk):
-            y, ce = step_states(model, w[:, :-1], w[:, 1:], M, policy, cfg.sweeps, loss_kind)
+            y, ce, right = step_states(model, w[:, :-1], w[:, 1:], M, policy, cfg.sweeps, loss_kind)
             ys.append(y)
             ces.append(ce)
+            rights.append(right)
         y, ce = torch.cat(ys, dim=1), torch.cat(ces, dim=1)  # (S, W, L, D), (S, W, L)
-        labels = halt_labels(ce, cfg.margin, cfg.scale)
+        if cfg.label == "argmax":
+            labels = argmax_labels(torch.cat(rights, dim=1))
+        else:
+            labels = halt_labels(ce, cfg.margin, cfg.scale)
         if scored is not None:
             labels = torch.where(scored.to(labels.device)[None], labels, torch.ones_like(labels))
         bce = fit_halt_head(model, y, labels, cfg.iters, cfg.lr)
@@ -152,7 +175,7 @@ def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: Calibration
         if on_round is not None:
             on_round(row)
         policy = HaltPolicy(max_steps=M, threshold=cfg.threshold)
-    return {"margin": cfg.margin, "scale": cfg.scale, "max_steps": M, "threshold": cfg.threshold,
+    return {"label": cfg.label, "margin": cfg.margin, "scale": cfg.scale, "max_steps": M, "threshold": cfg.threshold,
             "sweeps": cfg.sweeps, "windows": int(windows.shape[0]),
             "scored_share": 1.0 if scored is None else round(float(scored.float().mean()), 4), "rounds": rounds}
 
