@@ -111,14 +111,17 @@ def test_license_file():
 
 # -- command-line conventions -------------------------------------------------------------------
 
-def test_version_and_completion():
+def test_version_and_completion(monkeypatch):
     import trmlm
 
+    # Typer may detect the shell from the process tree (shellingham), which differs between a
+    # terminal, CI and pytest-xdist workers started under nohup; its own tests switch that off.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.stdout.strip() == f"trm (trmlm) {trmlm.__version__}"
     assert "--install-completion" in runner.invoke(app, ["--help"]).stdout
     script = runner.invoke(app, ["--show-completion", "bash"], prog_name="trm")
-    assert script.exit_code == 0 and "_TRM_COMPLETE" in script.stdout
+    assert script.exit_code == 0 and "_TRM_COMPLETE" in script.stdout, (script.output, script.exception)
     res = subprocess.run([sys.executable, "-m", "trmlm", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and res.stdout.strip() == f"trm (trmlm) {trmlm.__version__}"
 
