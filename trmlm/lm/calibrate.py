@@ -90,12 +90,18 @@ def step_states(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, max_st
     return torch.stack(ys), torch.stack(ces), torch.stack(right)
 
 
+def max_over_later_steps(x: Tensor, empty: float) -> Tensor:
+    """(S, ...): at step s the maximum of x over the steps after s; `empty` at the last step."""
+    later = torch.full_like(x, empty)
+    for s in range(x.shape[0] - 2, -1, -1):
+        later[s] = torch.maximum(later[s + 1], x[s + 1])
+    return later
+
+
 def halt_labels(ce: Tensor, margin: float, scale: float) -> Tensor:
     """Soft halt labels (S, B, L) from per-step losses (S, B, L): after step s, halt unless some
     later step lowers the loss by more than `margin`. The last step is labelled 1."""
-    later_best = torch.full_like(ce, float("inf"))
-    for s in range(ce.shape[0] - 2, -1, -1):
-        later_best[s] = torch.minimum(later_best[s + 1], ce[s + 1])
+    later_best = -max_over_later_steps(-ce, float("-inf"))  # the lowest later loss (+inf at the last step)
     labels = halt_label(ce - later_best, scale, margin)  # (-inf at the last step, clamped to 0)
     labels[-1] = 1.0
     return labels
@@ -105,9 +111,7 @@ def argmax_labels(right: Tensor) -> Tensor:
     """Hard halt labels (S, B, L) from whether each step's top token is the target (S, B, L):
     after step s, halt if it is, or if no later step's is. The last step is labelled 1."""
     right = right.float()
-    later = torch.zeros_like(right)  # some step after s has the target on top
-    for s in range(right.shape[0] - 2, -1, -1):
-        later[s] = torch.maximum(later[s + 1], right[s + 1])
+    later = max_over_later_steps(right, 0.0)  # 1: some step after s has the target on top
     return torch.maximum(right, 1.0 - later)
 
 
