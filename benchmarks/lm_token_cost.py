@@ -23,12 +23,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 TARGETS = ["commit_input=x", "data.loss_on=target"]  # the token cache, loss on the task's answers
+BEFORE = ["model.n_latent=2", "model.max_sup_steps=3", "train.batch_size=8"]  # the recipe until 2026-12-05
 VARIANTS = {
     "transformer (batch 16)": ["arch=transformer", "train.batch_size=16", "data.loss_on=target"],
-    "trm, refine every position": [*TARGETS, "refine_on=all"],
-    "trm, refine the loss positions": [*TARGETS, "refine_on=loss"],
-    "trm, refine the loss positions, 1-step gradient": [*TARGETS, "refine_on=loss", "model.grad=one_step"],
-    "trm, refine the loss positions, N_sup 2": [*TARGETS, "refine_on=loss", "model.max_sup_steps=2"],
+    "trm, the preset (n 1, N_sup 2, batch 16)": [*TARGETS, "refine_on=loss"],
+    "trm, n 1, N_sup 2, batch 8": [*TARGETS, "refine_on=loss", "train.batch_size=8"],
+    "trm, n 2, N_sup 2, batch 8": [*TARGETS, "refine_on=loss", *BEFORE, "model.max_sup_steps=2"],
+    "trm, n 2, N_sup 3, batch 8 (before)": [*TARGETS, "refine_on=loss", *BEFORE],
+    "trm, before, 1-step gradient": [*TARGETS, "refine_on=loss", *BEFORE, "model.grad=one_step"],
+    "trm, before, refining every position": [*TARGETS, "refine_on=all", *BEFORE],
 }
 
 

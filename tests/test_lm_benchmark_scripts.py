@@ -57,6 +57,6 @@ def test_lm_token_cost_rows(tmp_path):
     _run("benchmarks/lm_token_cost.py", "--batches", "1", "--warmup", "0", "--out", str(out))
     report = json.loads(out.read_text())
     rows = {r["variant"]: r for r in report["rows"]}
-    assert rows["transformer (batch 16)"]["ratio"] == 1.0 and len(rows) == 5
+    assert rows["transformer (batch 16)"]["ratio"] == 1.0 and len(rows) == 7
     assert all(r["us_per_token"] > 0 for r in rows.values())
     assert 0.2 < report["loss_position_share"] < 0.6  # arith: the answers are about 2/5 of a line
