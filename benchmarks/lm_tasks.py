@@ -145,6 +145,8 @@ def main() -> None:
                  exact_acc_by_depth={int(x["param"]): x["exact_acc"] for x in ada["rows"] if x["kind"] == "fixed"},
                  halt_mean_steps=ada["halt_mean_steps"], halt_operating_point=ada["operating_point"],
                  steps_hard=ada["steps_hard"], steps_easy=ada["steps_easy"],
+                 steps_hard_decode=ada.get("steps_hard_decode"), steps_easy_decode=ada.get("steps_easy_decode"),
+                 steps_per_category_decode=rep.get("steps_per_category_decode"),
                  halt_beats_random=ada["halt_beats_random"], halt_targets=ada["targets"],
                  steps_mean=rep["steps_mean"], steps_per_category=rep["steps_per_category"],
                  adaptive_report=str(bench_dir / "task_report.json"), halt_calibration_margin=args.calibrate_halt,

@@ -2,6 +2,7 @@
 
     python benchmarks/sudoku_curve.py                      # train sudoku-cpu (~20 min), then plot
     python benchmarks/sudoku_curve.py --from-run runs/sudoku-cpu   # plot an existing run
+    python benchmarks/sudoku_curve.py --preset sudoku-hard-cpu --threads 2 --set train.eval_every=1000
 
 Writes benchmarks/results/sudoku_cpu_curve.json and docs/img/sudoku_cpu_curve.png, prints a table.
 """
@@ -27,12 +28,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sudoku_cpu_curve.json"))
     ap.add_argument("--png", type=Path, default=Path("docs/img/sudoku_cpu_curve.png"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override passed to train-puzzle (repeatable), e.g. train.eval_every=1000")
     args = ap.parse_args()
     run_dir = args.from_run
     if run_dir is None:
         run_dir = Path("runs") / f"{args.preset}-curve"
         cmd = [sys.executable, "-m", "trmlm.cli.main", "train-puzzle", "sudoku", "--preset", args.preset,
-               "--out", str(run_dir), "--set", f"train.threads={args.threads}"]
+               "--out", str(run_dir), "--set", f"train.threads={args.threads}",
+               *sum((["--set", o] for o in args.overrides), [])]
         subprocess.run(cmd, check=True)
     curve = json.loads((run_dir / "curve.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())

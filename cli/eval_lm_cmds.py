@@ -109,6 +109,9 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
     if prompt_full_depth:
         out.print("(prompt tokens at full depth in greedy decoding; the token accuracy and steps per "
                   "category below are teacher-forced with the learned exit everywhere)", soft_wrap=True)
-    out.print(f"{'category':14s} {'token acc':>9s} {'steps':>6s}")
+    decoded = report.get("steps_per_category_decode", {})
+    out.print(f"{'category':14s} {'token acc':>9s} {'steps':>6s} {'decoded':>8s}   (steps: teacher-forced, every "
+              f"position refined; decoded: what greedy decoding spent)", soft_wrap=True)
     for cat, acc in report["token_acc"].items():
-        out.print(f"{cat:14s} {acc:9.4f} {report['steps_per_category'][cat]:6.2f}")
+        spent = f"{decoded[cat]:8.2f}" if cat in decoded else f"{'-':>8s}"
+        out.print(f"{cat:14s} {acc:9.4f} {report['steps_per_category'][cat]:6.2f} {spent}")

@@ -378,3 +378,20 @@ def test_token_cache_scores_its_refined_tokens_only():
     assert torch.all(g.steps[:, :P - 1] == 0) and torch.all(g.steps[:, P - 1:] == 2)
     report = score_task(model, tok, task, examples, HaltPolicy.fixed(2), batch=3)
     assert report["steps_mean"] == 2.0 and all(r["steps_mean"] == 2.0 for r in report["per_rung"].values())
+    # teacher-forced, every position is refined; decoding spent nothing on the prompt positions
+    assert report["steps_per_category"][PROMPT] == 2.0 and report["steps_easy"] == 2.0
+    assert report["steps_per_category_decode"][PROMPT] == 0.0 and report["steps_easy_decode"] == 0.0
+    assert report["steps_per_category_decode"][SEPARATOR] > 0 and report["steps_hard_decode"] == 2.0
+
+
+def test_decoded_steps_are_charged_to_the_reference_categories():
+    from trmlm.lm.tasks.base import Example
+    from trmlm.lm.tasks.score import _charge_decode
+
+    ex = Example(prompt="1+2=", target="3\n", answer="3", task="add-1",
+                 categories=(PROMPT,) * 3 + (SEPARATOR, ANSWER, SEPARATOR))
+    sums, counts = {PROMPT: 0.0, SEPARATOR: 0.0, ANSWER: 0.0}, {PROMPT: 0.0, SEPARATOR: 0.0, ANSWER: 0.0}
+    # position i predicts token i + 1; a greedy line longer than the reference is cut at its end
+    _charge_decode(ex, torch.tensor([0, 0, 2, 3, 1, 7, 7]), sums, counts)
+    assert counts == {PROMPT: 2.0, SEPARATOR: 2.0, ANSWER: 1.0}
+    assert sums == {PROMPT: 0.0, SEPARATOR: 3.0, ANSWER: 3.0}

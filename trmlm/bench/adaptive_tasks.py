@@ -1,5 +1,6 @@
 """`trm bench --adaptive-compute` on a reasoning-text task: every exit rule scored by exact answers
-(greedy, real cache) and by steps per token category (teacher-forced), with random controls."""
+(greedy, real cache) and by steps per token category (teacher-forced, and as greedy decoding spent
+them), with random controls."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def _row(ex: Exit, report: dict[str, Any]) -> dict[str, Any]:
             "steps_mean": report["steps_mean"] if ex.kind != "oracle" else None,
             "steps_hard": report["steps_hard"], "steps_easy": report["steps_easy"],
             "steps_per_category": report["steps_per_category"], "token_acc": report["token_acc"],
+            "steps_hard_decode": report.get("steps_hard_decode"), "steps_easy_decode": report.get("steps_easy_decode"),
+            "steps_per_category_decode": report.get("steps_per_category_decode"),
             "flops_per_answer": report.get("flops_per_answer"),
             "tokens_per_answer": report.get("tokens_per_answer")}
 
@@ -115,12 +118,15 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
                                             else "picked on these problems"),
                       halt_exact_acc=op["exact_acc"],
                       halt_mean_steps=op["steps_mean"], steps_hard=op["steps_hard"],
-                      steps_easy=op["steps_easy"], random_control=op["random_same_mean"])
+                      steps_easy=op["steps_easy"], steps_hard_decode=op["steps_hard_decode"],
+                      steps_easy_decode=op["steps_easy_decode"], random_control=op["random_same_mean"])
         report["targets"] = {
             "within_0.01_of_full_depth": op["exact_acc"] >= full["exact_acc"] - EXACT_TOLERANCE,
             "mean_steps_at_most_half_n_sup": op["steps_mean"] <= 0.5 * n_sup,
             "beats_random_at_every_inner_threshold": bool(inner) and all(r["beats_random"] for r in inner),
             "hard_steps_at_least_2x_easy": op["steps_hard"] >= 2 * op["steps_easy"],
+            "hard_steps_at_least_2x_easy_in_decoding": (op["steps_hard_decode"] is not None
+                                                        and op["steps_hard_decode"] >= 2 * op["steps_easy_decode"]),
             "full_depth_beats_depth1_by_0.2": full["exact_acc"] >= by_name["fixed 1"]["exact_acc"] + 0.2,
         }
     return report
@@ -131,7 +137,8 @@ def print_task_adaptive_table(report: dict[str, Any], console: Console) -> None:
     table = Table(title=f"adaptive compute on {report['task']}: {report['problems']} held-out problems, "
                         f"greedy real-cache decoding, {hw['device']} {hw['threads']} thread(s), "
                         f"N_sup {report['n_sup']}")
-    for col in ("exit", "exact", "mean steps", "steps hard", "steps easy", "answer token acc", "MFLOP/answer"):
+    for col in ("exit", "exact", "mean steps", "steps hard", "steps easy", "decoded: hard", "decoded: easy",
+                "answer token acc", "MFLOP/answer"):
         table.add_column(col, justify="right")
     for r in report["rows"]:
         mark = " *" if r["name"] == report.get("operating_point") else ""
@@ -139,7 +146,8 @@ def print_task_adaptive_table(report: dict[str, Any], console: Console) -> None:
         answer_acc = r["token_acc"].get("answer", r["token_acc"].get("blank"))
         mflop = None if r["flops_per_answer"] is None else r["flops_per_answer"] / 1e6
         table.add_row(r["name"] + mark, fmt(r["exact_acc"], ".3f"), fmt(r["steps_mean"], ".2f"),
-                      fmt(r["steps_hard"], ".2f"), fmt(r["steps_easy"], ".2f"), fmt(answer_acc, ".3f"),
+                      fmt(r["steps_hard"], ".2f"), fmt(r["steps_easy"], ".2f"),
+                      fmt(r.get("steps_hard_decode"), ".2f"), fmt(r.get("steps_easy_decode"), ".2f"), fmt(answer_acc, ".3f"),
                       fmt(mflop, ".2f"))
     console.print(table)
     console.print(f"learned halting beats the random exit of its mean depth at {report['halt_beats_random']} "

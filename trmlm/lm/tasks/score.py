@@ -100,6 +100,8 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
     cat_correct: dict[str, float] = defaultdict(float)
     cat_count: dict[str, float] = defaultdict(float)
     cat_steps: dict[str, float] = defaultdict(float)
+    dec_steps: dict[str, float] = defaultdict(float)
+    dec_count: dict[str, float] = defaultdict(float)
     total_correct = total = 0
     all_steps, gen_tokens, flops, seconds = [], 0, 0.0, 0.0
     for name, group in _by_rung(task, examples).items():
@@ -125,6 +127,7 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                 keys = torch.arange(1, fed + 1, device=s.device)
                 r_flops += float(flops_per_token(model, s, keys).sum())
                 r_steps.append(s.float())
+                _charge_decode(ex, s, dec_steps, dec_count)
         if not greedy:
             continue
         steps_cat = torch.cat(r_steps) if r_steps else torch.zeros(1)
@@ -151,7 +154,20 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
         out["steps_per_category"] = {c: cat_steps[c] / cat_count[c] for c in cat_count}
         out["steps_hard"] = _mean_over(cat_steps, cat_count, HARD)
         out["steps_easy"] = _mean_over(cat_steps, cat_count, EASY)
+    if greedy and dec_count:
+        out["steps_per_category_decode"] = {c: dec_steps[c] / dec_count[c] for c in dec_count}
+        out["steps_hard_decode"] = _mean_over(dec_steps, dec_count, HARD)
+        out["steps_easy_decode"] = _mean_over(dec_steps, dec_count, EASY)
     return out
+
+
+def _charge_decode(ex: Example, steps: Tensor, sums: dict[str, float], counts: dict[str, float]) -> None:
+    """Charge greedy decoding's steps at each fed position to the reference category of the token
+    that position predicts (positions past the reference line's end are not charged)."""
+    cats = ex.categories[1:]
+    for i, s in enumerate(steps[:len(cats)].tolist()):
+        sums[cats[i]] += s
+        counts[cats[i]] += 1
 
 
 def refined_mean(steps: Tensor) -> float:
