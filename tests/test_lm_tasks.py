@@ -386,12 +386,12 @@ def test_token_cache_scores_its_refined_tokens_only():
 
 def test_decoded_steps_are_charged_to_the_reference_categories():
     from trmlm.lm.tasks.base import Example
-    from trmlm.lm.tasks.score import _charge_decode
+    from trmlm.lm.tasks.score import _charge
 
     ex = Example(prompt="1+2=", target="3\n", answer="3", task="add-1",
                  categories=(PROMPT,) * 3 + (SEPARATOR, ANSWER, SEPARATOR))
     sums, counts = {PROMPT: 0.0, SEPARATOR: 0.0, ANSWER: 0.0}, {PROMPT: 0.0, SEPARATOR: 0.0, ANSWER: 0.0}
     # position i predicts token i + 1; a greedy line longer than the reference is cut at its end
-    _charge_decode(ex, torch.tensor([0, 0, 2, 3, 1, 7, 7]), sums, counts)
+    _charge(ex, torch.tensor([0, 0, 2, 3, 1, 7, 7]), sums, counts)
     assert counts == {PROMPT: 2.0, SEPARATOR: 2.0, ANSWER: 1.0}
     assert sums == {PROMPT: 0.0, SEPARATOR: 3.0, ANSWER: 3.0}

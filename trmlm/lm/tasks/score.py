@@ -127,7 +127,7 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                 keys = torch.arange(1, fed + 1, device=s.device)
                 r_flops += float(flops_per_token(model, s, keys).sum())
                 r_steps.append(s.float())
-                _charge_decode(ex, s, dec_steps, dec_count)
+                _charge(ex, s, dec_steps, dec_count)
         if not greedy:
             continue
         steps_cat = torch.cat(r_steps) if r_steps else torch.zeros(1)
@@ -151,23 +151,28 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                            "steps_mean": refined_mean(torch.cat(all_steps)) if all_steps else 0.0}
     if teacher_forced:
         out["token_acc"] = {c: cat_correct[c] / cat_count[c] for c in cat_count}
-        out["steps_per_category"] = {c: cat_steps[c] / cat_count[c] for c in cat_count}
-        out["steps_hard"] = _mean_over(cat_steps, cat_count, HARD)
-        out["steps_easy"] = _mean_over(cat_steps, cat_count, EASY)
+        out.update(_steps_by_category(cat_steps, cat_count, ""))
     if greedy and dec_count:
-        out["steps_per_category_decode"] = {c: dec_steps[c] / dec_count[c] for c in dec_count}
-        out["steps_hard_decode"] = _mean_over(dec_steps, dec_count, HARD)
-        out["steps_easy_decode"] = _mean_over(dec_steps, dec_count, EASY)
+        out.update(_steps_by_category(dec_steps, dec_count, "_decode"))
     return out
 
 
-def _charge_decode(ex: Example, steps: Tensor, sums: dict[str, float], counts: dict[str, float]) -> None:
-    """Charge greedy decoding's steps at each fed position to the reference category of the token
-    that position predicts (positions past the reference line's end are not charged)."""
+def _charge(ex: Example, values: Tensor, sums: dict[str, float], counts: dict[str, float] | None = None) -> None:
+    """Add each position's value (steps, hits) to the reference category of the token that
+    position predicts, counting positions in `counts` when given (positions past the reference
+    line's end, as in a greedy line that ran long, are not charged)."""
     cats = ex.categories[1:]
-    for i, s in enumerate(steps[:len(cats)].tolist()):
-        sums[cats[i]] += s
-        counts[cats[i]] += 1
+    for cat, v in zip(cats, values[:len(cats)].tolist()):
+        sums[cat] += v
+        if counts is not None:
+            counts[cat] += 1
+
+
+def _steps_by_category(sums: dict[str, float], counts: dict[str, float], suffix: str) -> dict[str, Any]:
+    """Mean steps per category, over the hard and over the easy categories (keys end in `suffix`)."""
+    return {f"steps_per_category{suffix}": {c: sums[c] / counts[c] for c in counts},
+            f"steps_hard{suffix}": _mean_over(sums, counts, HARD),
+            f"steps_easy{suffix}": _mean_over(sums, counts, EASY)}
 
 
 def refined_mean(steps: Tensor) -> float:
@@ -204,7 +209,5 @@ def _teacher_forced(model: LanguageModel, tokenizer: Tokenizer, chunk: list[Exam
         logits, steps = sequential_logits(model, ids[:, :-1], policy)
     hit = (logits.argmax(-1) == ids[:, 1:]).float()  # (B, L - 1)
     for j, ex in enumerate(chunk):
-        for i, cat in enumerate(ex.categories[1:]):
-            correct[cat] += float(hit[j, i])
-            count[cat] += 1
-            steps_sum[cat] += float(steps[j, i])
+        _charge(ex, hit[j], correct, count)
+        _charge(ex, steps[j], steps_sum)
