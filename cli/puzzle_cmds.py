@@ -225,7 +225,7 @@ def eval_puzzle_cmd(
     model, run, _ = load_model(checkpoint, task)
     if source is not None and not hasattr(run.data, "source"):
         raise TRMError(f"--source does not apply to {task}; use a config with data.eval_sets")
-    data_cfg = run.data if source is None else type(run.data)(**{**to_dict(run.data), "source": source})
+    data_cfg = run.data if source is None else _with_source(run.data, source)
     rt = resolve_runtime(device, "auto", threads)
     model.to(rt.device)
     if hasattr(mod, "evaluate_model"):  # ARC: its own voting protocol over augmentations
@@ -250,6 +250,18 @@ def eval_puzzle_cmd(
     out.print(metrics_table(f"{task}: {checkpoint}", metrics))
     if data is not None:
         err.print(data.description)
+
+
+def _with_source(data_cfg, source: str):
+    """The checkpoint's data config with another source. The generator's own filters (the maze
+    preset's unique_path) do not apply to given puzzles, which are taken as they are."""
+    fields = {**to_dict(data_cfg), "source": source}
+    if source != "generate" and fields.get("unique_path"):
+        fields["unique_path"] = False
+    try:
+        return type(data_cfg)(**fields)
+    except ValueError as exc:
+        raise TRMError(f"--source {source}: {exc}") from None
 
 
 def _eval_page(path: Path, task: str, mod, model, held_out: dict, rt, note: str) -> Path:

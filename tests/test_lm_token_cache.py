@@ -70,3 +70,35 @@ def test_one_shared_commit_pass_trains_what_the_per_step_passes_would(train_cach
         torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-5)
     # the later tokens' loss reaches the commit pass: every layer of f gets a gradient from it
     assert all(float(g.abs().sum()) > 0 for k, g in got.items() if k.startswith("core."))
+
+
+def test_train_depth_min_draws_the_depth_and_trains_its_last_step(monkeypatch):
+    """train_depth_min: each batch runs a depth drawn from train_depth_min..N_sup (every one
+    reached), all but its last step without grad, and trains that last step once at N_sup's weight:
+    the gradient equals the hand-made one at that depth."""
+    trainer, batch = _trainer("step_weights=last", "train_depth_min=1")
+    depths = []
+    monkeypatch.setattr(trainer, "_update", lambda loss: None)
+    for _ in range(30):
+        depths.append(len(trainer._train_trm_batch(batch[:, :-1], batch[:, 1:], None)))
+    assert set(depths) == {1, 2, 3}
+    model = trainer.model
+    monkeypatch.setattr(trainer, "_batch_depth", lambda: 2)
+    got = _grads_of_one_batch(trainer, batch, monkeypatch)
+    inp, tgt = batch[:, :-1], batch[:, 1:]
+    model.zero_grad(set_to_none=True)
+    x = model.embed_tokens(inp)
+    state = supervision_sweep(model, model.initial_state(*inp.shape), x, grad="none")
+    new = supervision_sweep(model, state.detach(), x, commit_grad=True)
+    (3.0 * F.cross_entropy(model.logits(new.y).flatten(0, 1), tgt.flatten())).backward()  # depth 2, weight N_sup
+    for k, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(got[k], p.grad, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [["train_depth_min=4"], ["train_depth_min=2"],
+                                   ["step_weights=last", "train_depth_min=4"]])
+def test_train_depth_min_is_checked(extra):
+    from trmlm.errors import TRMError
+    with pytest.raises((ValueError, TRMError), match="train_depth_min"):
+        _trainer(*extra)

@@ -61,6 +61,33 @@ def test_train_eval_solve(maze_checkpoint, tmp_path, monkeypatch):
     assert data["correct"] is bool(valid_shortest(tokens[None], pred, ref)[0])
 
 
+def test_eval_on_given_mazes_of_a_unique_path_run(maze_checkpoint, tmp_path):
+    """eval-puzzle --source CSV on a checkpoint of the generator's unique_path preset (maze-cpu):
+    the filter is the generator's, the given mazes are scored as they are (was a ValueError
+    traceback)."""
+    import csv
+    import shutil
+
+    from trmlm.puzzles.maze.generator import generate_mazes
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(maze_checkpoint[0], ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["data"]["unique_path"] = True
+    (ckpt / "config.json").write_text(json.dumps(config))
+    given = tmp_path / "given"
+    given.mkdir()
+    for split, seed, n in (("train", 1, 2), ("test", 2, 5)):
+        q, a, r = generate_mazes(n, 6, 6, seed)
+        with open(given / f"{split}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["question", "answer", "rating"])
+            w.writerows([tokens_to_text(q[i]), tokens_to_text(a[i]), int(r[i])] for i in range(n))
+    result = runner.invoke(app, ["eval-puzzle", "maze", "--checkpoint", str(ckpt), "--source", str(given), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_eval"] == 5
+
+
 @pytest.mark.parametrize("maze,needle", [
     (MAZE6.replace("S", " "), "exactly one start 'S', found 0"),
     (MAZE6.replace("G", " "), "exactly one goal 'G', found 0"),

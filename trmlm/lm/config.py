@@ -114,6 +114,11 @@ class LMConfig:
     # puzzle TRM); "linear" (w_s proportional to s: early steps are drafts, the last counts most);
     # "last" (only step N_sup is trained; steps 1..N_sup-1 run without grad, as refinement warm-up).
     step_weights: Literal["equal", "linear", "last"] = "equal"
+    # step_weights=last only: each batch runs a depth drawn uniformly from train_depth_min..N_sup
+    # and trains its last step (the steps before it run without grad), so the trained step starts
+    # from states of every depth below N_sup, as decoding past a shallower exit, or test-time depth
+    # past N_sup, will; 0 = always N_sup. The trained step's weight stays N_sup ("last"'s).
+    train_depth_min: int = 0
     # "loss": training refines only the positions that carry cross-entropy (data.loss_on target),
     # gathered per row; the others' states reach nothing, because with the token cache
     # (commit_input "x") no state is committed: exact, at (loss positions / L) of the refinement cost.
@@ -141,6 +146,11 @@ class LMConfig:
                                          or self.updates == "sampled"):
             raise ValueError("refine_on=loss needs commit_input=x (a cache no state reaches), "
                              "data.loss_on=target and updates per_step or per_batch (refine_on=all otherwise)")
+        if self.train_depth_min and (self.step_weights != "last" or self.updates == "sampled"
+                                     or not 1 <= self.train_depth_min <= self.model.max_sup_steps):
+            raise ValueError(f"train_depth_min={self.train_depth_min} needs step_weights=last, updates "
+                             f"per_step or per_batch, and 1 <= train_depth_min <= model.max_sup_steps "
+                             f"({self.model.max_sup_steps})")
         if self.updates == "sampled" and self.step_weights != "equal":
             raise ValueError("step_weights applies to updates per_step / per_batch (sampled trains one step per batch)")
         if self.updates == "sampled" and self.halt.target == "final" and self.train_cache != "final_sweep":

@@ -54,8 +54,10 @@ class TRMBatches:
             committed = final_sweep_states(model, model.embed_tokens(inp),
                                            cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
         logs, total = [], None
-        S = cfg.model.max_sup_steps
+        S = self._batch_depth()
         weights = step_weights(cfg.step_weights, S)
+        if cfg.train_depth_min:  # the trained step keeps "last"'s weight at N_sup, whatever the depth
+            weights[-1] = float(cfg.model.max_sup_steps)
         # commit_input "x": one commit pass (with grad) serves every step when the batch's only
         # update of f is its one weighted step. The halting loss's updates of the other steps reach
         # q_head alone, which the plain stepper's AdamW leaves f untouched by; DeepSpeed's optimizer
@@ -133,6 +135,14 @@ class TRMBatches:
             loss = masked_mean(ce, mask) + cfg.train.halt_loss_weight * q_loss
         self._update(loss)
         return step_log(model, new.y, ce, mask, q_loss, s_grad)
+
+    def _batch_depth(self) -> int:
+        """This batch's supervision steps: N_sup, or with train_depth_min a depth drawn uniformly
+        from train_depth_min..N_sup (only its last step is trained)."""
+        top = self.cfg.model.max_sup_steps
+        if not self.cfg.train_depth_min:
+            return top
+        return int(self.rng.integers(self.cfg.train_depth_min, top + 1))
 
     def _final_cache(self) -> bool:
         """Whether this batch's steps read the commit of a final_sweep pass (train_cache
