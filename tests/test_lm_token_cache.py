@@ -72,11 +72,13 @@ def test_one_shared_commit_pass_trains_what_the_per_step_passes_would(train_cach
     assert all(float(g.abs().sum()) > 0 for k, g in got.items() if k.startswith("core."))
 
 
-def test_train_depth_min_draws_the_depth_and_trains_its_last_step(monkeypatch):
+@pytest.mark.parametrize("updates,scale", [("per_step", 3.0), ("per_batch", 1.0)])  # per_batch: the mean over N_sup
+def test_train_depth_min_draws_the_depth_and_trains_its_last_step(monkeypatch, updates, scale):
     """train_depth_min: each batch runs a depth drawn from train_depth_min..N_sup (every one
-    reached), all but its last step without grad, and trains that last step once at N_sup's weight:
-    the gradient equals the hand-made one at that depth."""
-    trainer, batch = _trainer("step_weights=last", "train_depth_min=1")
+    reached), all but its last step without grad, and trains that last step once at N_sup's weight
+    (per_batch: divided by N_sup, not by the depth drawn): the gradient equals the hand-made one at
+    that depth."""
+    trainer, batch = _trainer("step_weights=last", "train_depth_min=1", f"updates={updates}")
     depths = []
     monkeypatch.setattr(trainer, "_update", lambda loss: None)
     for _ in range(30):
@@ -90,7 +92,7 @@ def test_train_depth_min_draws_the_depth_and_trains_its_last_step(monkeypatch):
     x = model.embed_tokens(inp)
     state = supervision_sweep(model, model.initial_state(*inp.shape), x, grad="none")
     new = supervision_sweep(model, state.detach(), x, commit_grad=True)
-    (3.0 * F.cross_entropy(model.logits(new.y).flatten(0, 1), tgt.flatten())).backward()  # depth 2, weight N_sup
+    (scale * F.cross_entropy(model.logits(new.y).flatten(0, 1), tgt.flatten())).backward()  # depth 2, weight N_sup
     for k, p in model.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(got[k], p.grad, atol=1e-6, rtol=1e-5)

@@ -54,10 +54,10 @@ class TRMBatches:
             committed = final_sweep_states(model, model.embed_tokens(inp),
                                            cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
         logs, total = [], None
-        S = self._batch_depth()
-        weights = step_weights(cfg.step_weights, S)
-        if cfg.train_depth_min:  # the trained step keeps "last"'s weight at N_sup, whatever the depth
-            weights[-1] = float(cfg.model.max_sup_steps)
+        S, top = self._batch_depth(), cfg.model.max_sup_steps
+        # the last S of N_sup's weights: a drawn depth (train_depth_min, step_weights=last) trains
+        # its last step at N_sup's weight, so the loss scale does not depend on the draw
+        weights = step_weights(cfg.step_weights, top)[-S:]
         # commit_input "x": one commit pass (with grad) serves every step when the batch's only
         # update of f is its one weighted step. The halting loss's updates of the other steps reach
         # q_head alone, which the plain stepper's AdamW leaves f untouched by; DeepSpeed's optimizer
@@ -92,7 +92,7 @@ class TRMBatches:
                     loss = loss + weights[s] * masked_mean(ce, mask)
             if loss.requires_grad:  # (not a warm-up step of step_weights=last with nothing to train)
                 if per_batch:
-                    total = loss / S if total is None else total + loss / S
+                    total = loss / top if total is None else total + loss / top
                 else:
                     self._update(loss)
             logs.append(step_log(model, new.y, ce, mask, q_loss, s + 1))
