@@ -141,7 +141,7 @@ def guard_out_dir(out_path: Path, resume: bool, overwrite: bool) -> None:
 
 def prepare_run_dir(out_path: Path, resume: bool, overwrite: bool, run_config: dict[str, Any] | None,
                     deepspeed: bool, build_model: Callable[[], Any] | None = None,
-                    train_cfg: Any = None) -> None:
+                    train_cfg: Any = None, defaults: dict[str, Any] | None = None) -> None:
     """guard_out_dir, preceded on --resume by the whole up-front check of the saved state (same
     config, same stepper kind, tensors that fit the model `build_model` makes, built on the meta
     device so nothing is allocated, no pickles), so a bad state is refused before any work."""
@@ -155,7 +155,8 @@ def prepare_run_dir(out_path: Path, resume: bool, overwrite: bool, run_config: d
             with torch.device("meta"):
                 model = build_model()
             optimizers = build_optimizers(model, train_cfg) if train_cfg is not None else None
-        check_resumable(out_path, run_config, deepspeed=deepspeed, model=model, optimizers=optimizers)
+        check_resumable(out_path, run_config, deepspeed=deepspeed, model=model, optimizers=optimizers,
+                        defaults=defaults)
     guard_out_dir(out_path, resume, overwrite)
 
 

@@ -184,7 +184,7 @@ def _prepare_run_dir(out_path: Path, resume: bool, overwrite: bool, cfg, deepspe
         vocab = load_tokenizer(out_path).vocab_size
         run_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
     prepare_run_dir(out_path, resume, overwrite, to_dict(run_cfg) if run_cfg else None, deepspeed,
-                    (lambda: build_model(run_cfg)) if run_cfg else None, cfg.train)
+                    (lambda: build_model(run_cfg)) if run_cfg else None, cfg.train, to_dict(type(cfg)()))
 
 
 def _unescape(text: str) -> str:

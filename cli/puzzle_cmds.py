@@ -23,7 +23,7 @@ from trmlm.errors import TRMError
 from trmlm.logging import require_logger
 from trmlm.puzzle.eval import evaluate, trace_supervision
 from trmlm.cli.view_cmds import EVAL_PAGE_PUZZLES, HTML_HELP, puzzle_page
-from trmlm.puzzle.train import run_config_dict, train_puzzle
+from trmlm.puzzle.train import run_config_defaults, run_config_dict, train_puzzle
 from trmlm.runtime import resolve_runtime
 from trmlm.puzzle.registry import build_puzzle_model
 
@@ -52,7 +52,7 @@ def train_puzzle_cmd(
     run_config = run_config_dict(task, run.model, run.train, run.data)
     ds_config = parallel_setup(nproc, deepspeed, run.train, prepare=lambda: prepare_run_dir(
         out_path, resume, overwrite, run_config, deepspeed is not None,
-        lambda: build_puzzle_model(run.model), run.train))
+        lambda: build_puzzle_model(run.model), run.train, run_config_defaults()))
     main_rank = os.environ.get("RANK", "0") == "0"
     quiet = quiet or not main_rank
     data = mod.build_data(run.data, progress=not quiet)  # bad data fails here, before any output
@@ -235,6 +235,10 @@ def eval_puzzle_cmd(
         if submission is not None:
             raise TRMError("--submission is only for arc")
         data = mod.build_data(data_cfg, progress=not as_json)
+        if len(data.eval["inputs"]) == 0:
+            where = f"--source {source}" if source is not None else "the checkpoint's data config"
+            raise TRMError(f"no held-out puzzles to evaluate: every test puzzle of {where} is also in its "
+                           f"training split")
         metrics = evaluate(model, data.eval, rt, run.train.eval_batch_size, limit=limit,
                            is_correct=getattr(mod, "score", None))
     if png is not None:

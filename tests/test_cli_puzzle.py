@@ -88,6 +88,19 @@ def test_eval_puzzle(tiny_checkpoint, tmp_path, monkeypatch):
 
 
 
+def test_eval_on_a_source_whose_test_split_is_all_training_puzzles_is_refused(tiny_checkpoint, tmp_path):
+    """The held-out set drops puzzles also in the training split; none left is an error, not 0.0."""
+    from trmlm.puzzles.sudoku.data import write_sudoku_csv
+    from trmlm.puzzles.sudoku.generator import generate_puzzles
+
+    sset = generate_puzzles(3, n_blanks=30, seed=5)
+    for split in ("train", "test"):
+        write_sudoku_csv(tmp_path / "src" / f"{split}.csv", sset, "same puzzles")
+    result = runner.invoke(app, ["eval-puzzle", "sudoku", "--checkpoint", str(tiny_checkpoint), "--json",
+                                 "--source", str(tmp_path / "src")], env={"TRM_CACHE_DIR": str(tmp_path)})
+    assert_one_line_error(result, "no held-out puzzles to evaluate")
+
+
 @pytest.mark.parametrize("puzzle,needle", [
     (EASY[:-1], "80 cells, expected 81"),
     (EASY[:-1] + "x", "illegal character 'x'"),

@@ -118,6 +118,10 @@ class TrainConfig:
     batch_size: int = 768                  # global batch (examples in the persistent carry)
     lr: float = 1e-4
     warmup_steps: int = 2000               # linear warmup, then constant (paper)
+    lr_decay_frac: float = 0.0             # then linear decay over the last fraction of the run
+                                           # (train_steps or max_minutes, whichever ends first);
+                                           # 0 = constant to the end (paper)
+    lr_decay_min: float = 0.0              # the decay's end, as a fraction of lr
     weight_decay: float = 1.0              # Sudoku/Maze 1.0, ARC 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -153,6 +157,10 @@ class TrainConfig:
             raise ValueError("train_steps must be >= 1")
         if self.threads < 0:
             raise ValueError("threads must be >= 0 (0 = torch's default)")
+        if not 0.0 <= self.lr_decay_frac <= 1.0:
+            raise ValueError(f"lr_decay_frac must lie in [0, 1] (0 = no decay), got {self.lr_decay_frac}")
+        if not 0.0 <= self.lr_decay_min <= 1.0:
+            raise ValueError(f"lr_decay_min must lie in [0, 1] (a fraction of lr), got {self.lr_decay_min}")
         if not (math.isfinite(self.eval_every_minutes) and self.eval_every_minutes >= 0):
             raise ValueError(f"eval_every_minutes must be a finite number >= 0 (0 = off), "
                              f"got {self.eval_every_minutes}")

@@ -146,8 +146,19 @@ class Stepper:
     def __init__(self, model: nn.Module, cfg: TrainConfig, dist: DistContext, fused: bool = False) -> None:
         self.model, self.cfg, self.dist = model, cfg, dist
         self.optimizers = build_optimizers(model, cfg, fused=fused)
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_factor(s, cfg.warmup_steps))
-                           for o in self.optimizers]
+        self.lr_scale = 1.0
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, self._lr_factor) for o in self.optimizers]
+
+    def _lr_factor(self, step: int) -> float:
+        """The schedule: warmup (by optimizer step) times the decay scale the loop last set."""
+        return warmup_factor(step, self.cfg.warmup_steps) * self.lr_scale
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Scale the schedule from this step on (the decay tail, `train.lr_decay_frac`), at once."""
+        self.lr_scale = scale
+        for opt, sched in zip(self.optimizers, self.schedulers):
+            for group, base in zip(opt.param_groups, sched.base_lrs):
+                group["lr"] = base * self._lr_factor(sched.last_epoch)
 
     @property
     def module(self) -> nn.Module:
@@ -303,7 +314,8 @@ class DeepSpeedStepper(Stepper):
         # One client AdamW (torch, not FusedAdam); the puzzle-embedding table joins it under
         # DeepSpeed (sign-SGD needs its raw gradient, which ZeRO partitions): a documented deviation.
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_factor(s, cfg.warmup_steps))
+        self.lr_scale = 1.0
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo",
                                    auto_mpi_discovery=False)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,

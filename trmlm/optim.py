@@ -31,6 +31,23 @@ class SignSGD(torch.optim.Optimizer):
         return None
 
 
+def run_progress(step: int, train_steps: int, spent_s: float, budget_s: float) -> float:
+    """How far a run is through its budget, in [0, 1]: steps or time, whichever is nearer its end
+    (`budget_s` 0 = no time budget)."""
+    progress = step / train_steps
+    if budget_s > 0:
+        progress = max(progress, spent_s / budget_s)
+    return min(1.0, max(0.0, progress))
+
+
+def decay_factor(progress: float, frac: float, floor: float) -> float:
+    """The tail of a warmup-stable-decay schedule: 1 until the last `frac` of the run, then
+    linear down to `floor` at its end (progress 1). `frac` 0 = no decay."""
+    if frac <= 0 or progress <= 1.0 - frac:
+        return 1.0
+    return floor + (1.0 - floor) * max(0.0, 1.0 - progress) / frac
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Linear warmup to 1, then constant (paper; official cosine with min ratio 1.0)."""
     if warmup_steps <= 0:

@@ -84,20 +84,26 @@ def load_state(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, meta
 
 
-def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path) -> None:
-    """Refuse to resume under a different model/data/optimisation config (names the first key)."""
-    def walk(a: Any, b: Any, prefix: str) -> str | None:
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], where: Path,
+                   defaults: dict[str, Any] | None = None) -> None:
+    """Refuse to resume under a different model/data/optimisation config (names the first key).
+    A key the saved config lacks (a field added to the code after the run was saved) matches
+    when its current value is the field's default in `defaults` (a config of the same shape):
+    a new field defaults to the behaviour before it."""
+    def walk(a: Any, b: Any, d: Any, prefix: str) -> str | None:
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 if prefix == "train." and k in RESUMABLE_CHANGES:
                     continue
-                diff = walk(a.get(k), b.get(k), f"{prefix}{k}.")
+                if k not in a and isinstance(d, dict) and k in d and b.get(k) == d[k]:
+                    continue
+                diff = walk(a.get(k), b.get(k), d.get(k) if isinstance(d, dict) else None, f"{prefix}{k}.")
                 if diff:
                     return diff
             return None
         return None if a == b else f"{prefix.rstrip('.')} is {a!r} in the checkpoint but {b!r} now"
 
-    diff = walk(saved, current, "")
+    diff = walk(saved, current, defaults, "")
     if diff:
         raise TRMError(f"cannot resume from {where}: config mismatch: {diff}")
 
@@ -167,7 +173,8 @@ def check_state_shapes(state_file: Path, model: nn.Module,
 
 
 def check_resumable(run_dir: Path, run_config: dict[str, Any] | None, *, deepspeed: bool | None = None,
-                    model: nn.Module | None = None, optimizers: list | None = None) -> Path:
+                    model: nn.Module | None = None, optimizers: list | None = None,
+                    defaults: dict[str, Any] | None = None) -> Path:
     """Cheap up-front check (before any work): a readable latest state saved under the same config
     (when `run_config` is given), by the same kind of stepper (plain or DeepSpeed, when known),
     whose tensors fit `model` (a meta-device copy will do); a DeepSpeed state holds no pickles."""
@@ -181,7 +188,7 @@ def check_resumable(run_dir: Path, run_config: dict[str, Any] | None, *, deepspe
     if not isinstance(meta, dict):
         raise TRMError(f"cannot resume: corrupt training state {path / 'state.json'} (not a JSON object)")
     if run_config is not None:
-        check_same_run(meta.get("config", {}), run_config, path)
+        check_same_run(meta.get("config", {}), run_config, path, defaults)
     saved_with_ds = bool((meta.get("stepper") or {}).get("deepspeed"))
     if deepspeed is not None and saved_with_ds != deepspeed:
         raise TRMError(f"cannot resume from {path}: it was saved with DeepSpeed; pass the same --deepspeed"

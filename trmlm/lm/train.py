@@ -32,7 +32,7 @@ from trmlm.modelcard import provenance
 from trmlm.losses import token_cross_entropy
 from trmlm.configtools import to_dict
 from trmlm.distributed import DeepSpeedStepper, Stepper, init_distributed
-from trmlm.optim import EMA
+from trmlm.optim import EMA, decay_factor, run_progress
 from trmlm.train_state import check_same_run, latest_state_dir, load_state, save_state
 from trmlm.runtime import resolve_runtime, seed_everything
 
@@ -81,12 +81,17 @@ class Trainer(TRMBatches):
         self.train_seconds = 0.0       # wall time in training steps (validation excluded)
         self.train_cpu_seconds = 0.0   # process CPU time in training steps
         self.out_of_time = False       # the minutes budget is spent on some rank (_clock_flags)
+        self.agreed_spent = 0.0        # the budget clock, mean over ranks (_clock_flags; lr decay)
         self.history: list[dict[str, Any]] = []
         self.init_from: str | None = None  # the checkpoint the weights started from (--init-from)
 
     # -- one optimizer step ----------------------------------------------------------------
     def _update(self, loss: Tensor) -> None:
-        self.stepper.step(loss)  # backward, gradient averaging, clipping, AdamW, LR warmup
+        t = self.cfg.train
+        if t.lr_decay_frac > 0:  # the budget clock as every rank agreed on it at the last batch
+            self.stepper.set_lr_scale(decay_factor(run_progress(self.step, t.train_steps, self.agreed_spent,
+                                                                60 * t.max_minutes), t.lr_decay_frac, t.lr_decay_min))
+        self.stepper.step(loss)  # backward, gradient averaging, clipping, AdamW, LR schedule
         if self.ema is not None:
             with self.stepper.gathered(self.params):
                 self.ema.update(self.model)
@@ -108,6 +113,10 @@ class Trainer(TRMBatches):
         t, spent = self.cfg.train, self._spent()
         if t.max_minutes <= 0 and next_timed_s <= 0:
             return False  # nothing timed: no collective (out_of_time stays False)
+        if t.lr_decay_frac > 0 and t.max_minutes > 0:  # one lr on every rank: their mean clock
+            clock = torch.tensor([spent], dtype=torch.float64)
+            self.dist.all_reduce_mean_([clock])
+            self.agreed_spent = float(clock)
         out, timed = self.dist.any_([t.max_minutes > 0 and spent >= 60 * t.max_minutes,
                                      next_timed_s > 0 and spent >= next_timed_s])
         self.out_of_time = out
@@ -212,7 +221,8 @@ class Trainer(TRMBatches):
             self.train_seconds += time.perf_counter() - t0
             self.train_cpu_seconds += time.process_time() - c0
             self.tokens_seen += t.batch_size * self.cfg.context
-            row = dict(logs[-1], bpc_train=logs[-1]["loss"] / math.log(2) / self.data.val_chars_per_token,
+            row = dict(logs[-1], lr=self.stepper.lr(),
+                       bpc_train=logs[-1]["loss"] / math.log(2) / self.data.val_chars_per_token,
                        train_seconds=self.train_seconds, train_cpu_seconds=self.train_cpu_seconds)
             self.reporter.step(self.step, row)
             if self.step - last_log >= t.log_every:
@@ -281,7 +291,7 @@ class Trainer(TRMBatches):
         if state_dir is None:
             raise TRMError(f"cannot resume: no saved training state in {self.out_dir}")
         tensors, meta = load_state(state_dir)
-        check_same_run(meta["config"], self._run_config(), state_dir)
+        check_same_run(meta["config"], self._run_config(), state_dir, defaults=to_dict(type(self.cfg)()))
         with self.stepper.gathered(self.params):
             self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if self.ema is not None:

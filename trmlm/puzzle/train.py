@@ -30,7 +30,7 @@ from trmlm.errors import TRMError
 from trmlm.logging import Logger
 from trmlm.modelcard import provenance
 from trmlm.puzzle.registry import build_puzzle_model
-from trmlm.optim import EMA
+from trmlm.optim import EMA, decay_factor, run_progress
 from trmlm.progress import TimeLeftColumn
 from trmlm.puzzle.eval import evaluate
 from trmlm.puzzle.model import TRMPuzzleModel
@@ -125,7 +125,7 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
         if state_dir is None:
             raise TRMError(f"cannot resume: no saved training state under {out}")
         tensors, meta = load_state(state_dir)
-        check_same_run(meta["config"], run_config, state_dir)
+        check_same_run(meta["config"], run_config, state_dir, run_config_defaults())
         with stepper.gathered(params):
             model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         if ema is not None:
@@ -189,6 +189,14 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
         """Wall time spent training (evaluation excluded): the clock of curves and budgets."""
         return time.time() - t0 - eval_seconds[0]
 
+    def agreed_seconds() -> float:
+        """Training seconds as every rank sees them (their mean), so that ranks share one lr."""
+        if budget <= 0:
+            return 0.0
+        seconds = torch.tensor([train_seconds()], dtype=torch.float64)
+        dist.all_reduce_mean_([seconds])
+        return float(seconds)
+
     def run_eval(step: int) -> dict[str, Any]:
         t_eval = time.time()
         trained_for = train_seconds()
@@ -230,6 +238,10 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
             if not math.isfinite(loss_value):
                 where = f"; last good checkpoint kept in {out}" if out is not None else ""
                 raise TRMError(f"training stopped: loss became {loss_value} at step {step}{where}")
+            if train_cfg.lr_decay_frac > 0:
+                stepper.set_lr_scale(decay_factor(run_progress(step - 1, train_cfg.train_steps, agreed_seconds(),
+                                                               budget), train_cfg.lr_decay_frac,
+                                                  train_cfg.lr_decay_min))
             stepper.step(stats.loss)
             if ema is not None:
                 with stepper.gathered(params):
@@ -266,6 +278,12 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
     result.model = eval_model()
     result.model.eval()
     return result
+
+
+def run_config_defaults() -> dict[str, Any]:
+    """The defaults of the run config's model and train parts (resuming a run saved before a
+    field existed: check_same_run)."""
+    return {"model": to_dict(TRMConfig()), "train": to_dict(TrainConfig())}
 
 
 def run_config_dict(task: str, model_cfg: TRMConfig, train_cfg: TrainConfig,
