@@ -176,6 +176,7 @@ def _prepare_run_dir(out_path: Path, resume: bool, overwrite: bool, cfg, deepspe
     tokenizer's vocabulary size, and the model built from it."""
     import dataclasses
 
+    from trmlm.lm.config import lm_config_defaults
     from trmlm.lm.model import build_model
     from trmlm.lm.tokenizer import load_tokenizer
 
@@ -184,7 +185,7 @@ def _prepare_run_dir(out_path: Path, resume: bool, overwrite: bool, cfg, deepspe
         vocab = load_tokenizer(out_path).vocab_size
         run_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
     prepare_run_dir(out_path, resume, overwrite, to_dict(run_cfg) if run_cfg else None, deepspeed,
-                    (lambda: build_model(run_cfg)) if run_cfg else None, cfg.train, to_dict(type(cfg)()))
+                    (lambda: build_model(run_cfg)) if run_cfg else None, cfg.train, lm_config_defaults())
 
 
 def _unescape(text: str) -> str:

@@ -171,6 +171,12 @@ class LMConfig:
         return self.halt.max_steps or self.model.max_sup_steps
 
 
+def lm_config_defaults() -> dict[str, Any]:
+    """Every field's default, as a run config dict: what a field missing from a run saved before
+    it existed stands for when that run is resumed (check_same_run)."""
+    return to_dict(LMConfig())
+
+
 def lm_config_from_dict(data: dict[str, Any], where: str = "") -> LMConfig:
     """Strict load; keys left out keep LMConfig's defaults (also inside nested sections).
     Key names in errors are the ones a user types (`model.d_model`, `train.lr`)."""

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from trmlm.errors import TRMError
 from trmlm.lm.checkpoint import LoadedLM, save_lm
-from trmlm.lm.config import LMConfig
+from trmlm.lm.config import LMConfig, lm_config_defaults
 from trmlm.lm.data import TokenData, random_windows
 from trmlm.lm.evaluate import evaluate_lm
 from trmlm.lm.generate import GenerationConfig, SampleDone, generate
@@ -291,7 +291,7 @@ class Trainer(TRMBatches):
         if state_dir is None:
             raise TRMError(f"cannot resume: no saved training state in {self.out_dir}")
         tensors, meta = load_state(state_dir)
-        check_same_run(meta["config"], self._run_config(), state_dir, defaults=to_dict(type(self.cfg)()))
+        check_same_run(meta["config"], self._run_config(), state_dir, defaults=lm_config_defaults())
         with self.stepper.gathered(self.params):
             self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         if self.ema is not None:
