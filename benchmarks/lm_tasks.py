@@ -117,7 +117,12 @@ def main() -> None:
     p.add_argument("--lock", default="", help="flock file every run waits for")
     p.add_argument("--reuse", action="store_true", help="keep runs that trained to their end (meta.json says finished)")
     p.add_argument("--thresholds", default="0.05,0.1,0.2,0.3,0.5,0.7,0.9")
+    p.add_argument("--budgets", default="equal_tokens,equal_cpu",
+                   help="the baselines' budgets to train (a comma list of equal_tokens, equal_cpu)")
     args = p.parse_args()
+    budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    if not budgets or set(budgets) - {"equal_tokens", "equal_cpu"}:
+        p.error(f"--budgets: a comma list of equal_tokens and equal_cpu, got {args.budgets!r}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tag = args.task
     base = [f"train.max_minutes={args.minutes}", "train.train_steps=100000000", *args.common_set]
@@ -159,7 +164,7 @@ def main() -> None:
     for model in [m for m in models if m in BASELINES]:
         arch = "transformer" if model == "transformer-cot" else model
         task = args.task + "-cot" if model == "transformer-cot" else args.task
-        for budget in ("equal_tokens", "equal_cpu"):
+        for budget in budgets:
             if budget == "equal_tokens":
                 extra = ["train.max_minutes=0", f"train.train_steps={math.ceil(tokens / _tokens_per_step(args))}"]
             else:

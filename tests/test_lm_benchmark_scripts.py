@@ -34,11 +34,14 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     assert json.loads((runs / "add-2-trm-halt" / "meta.json").read_text())["halt_calibration"]["margin"] == 0.05
     assert tokens["baseline_set"] == ["train.batch_size=4"]
     stamp = (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns
-    _run(*cmd, "--models", "transformer-cot", "--reuse")  # reuses the finished TRM run
+    _run(*cmd, "--models", "transformer-cot", "--reuse", "--budgets", "equal_tokens")  # reuses the finished TRM run
     assert (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns == stamp
     rows = json.loads(out.read_text())["rows"]
     cot = next(r for r in rows if r["model"] == "transformer-cot" and r["budget"] == "equal_tokens")
-    assert set(cot["exact_acc_per_rung"]) == {"add-2"} and len(rows) == 6
+    assert set(cot["exact_acc_per_rung"]) == {"add-2"} and len(rows) == 5  # --budgets: no equal_cpu run
+    assert not (runs / "add-2-transformer-cot-equal_cpu").exists()
+    bad = subprocess.run([sys.executable, *cmd, "--budgets", "equal_flops"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--budgets" in bad.stderr
     assert {r["command"].split("--models ")[1].split()[0] for r in rows} == {"trm,transformer", "transformer-cot"}
 
 
