@@ -32,7 +32,7 @@ from trmlm.modelcard import provenance
 from trmlm.losses import token_cross_entropy
 from trmlm.configtools import to_dict
 from trmlm.distributed import DeepSpeedStepper, Stepper, init_distributed
-from trmlm.optim import EMA, decay_factor, run_progress
+from trmlm.optim import EMA
 from trmlm.train_state import check_same_run, latest_state_dir, load_state, save_state
 from trmlm.runtime import resolve_runtime, seed_everything
 
@@ -89,8 +89,7 @@ class Trainer(TRMBatches):
     def _update(self, loss: Tensor) -> None:
         t = self.cfg.train
         if t.lr_decay_frac > 0:  # the budget clock as every rank agreed on it at the last batch
-            self.stepper.set_lr_scale(decay_factor(run_progress(self.step, t.train_steps, self.agreed_spent,
-                                                                60 * t.max_minutes), t.lr_decay_frac, t.lr_decay_min))
+            self.stepper.decay_lr(self.step, self.agreed_spent, 60 * t.max_minutes)
         self.stepper.step(loss)  # backward, gradient averaging, clipping, AdamW, LR schedule
         if self.ema is not None:
             with self.stepper.gathered(self.params):

@@ -30,7 +30,7 @@ from trmlm.errors import TRMError
 from trmlm.logging import Logger
 from trmlm.modelcard import provenance
 from trmlm.puzzle.registry import build_puzzle_model
-from trmlm.optim import EMA, decay_factor, run_progress
+from trmlm.optim import EMA
 from trmlm.progress import TimeLeftColumn
 from trmlm.puzzle.eval import evaluate
 from trmlm.puzzle.model import TRMPuzzleModel
@@ -239,9 +239,7 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
                 where = f"; last good checkpoint kept in {out}" if out is not None else ""
                 raise TRMError(f"training stopped: loss became {loss_value} at step {step}{where}")
             if train_cfg.lr_decay_frac > 0:
-                stepper.set_lr_scale(decay_factor(run_progress(step - 1, train_cfg.train_steps, agreed_seconds(),
-                                                               budget), train_cfg.lr_decay_frac,
-                                                  train_cfg.lr_decay_min))
+                stepper.decay_lr(step - 1, agreed_seconds(), budget)
             stepper.step(stats.loss)
             if ema is not None:
                 with stepper.gathered(params):
