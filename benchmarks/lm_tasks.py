@@ -120,10 +120,8 @@ def main() -> None:
     p.add_argument("--budgets", default="equal_tokens,equal_cpu",
                    help="the baselines' budgets to train (a comma list of equal_tokens, equal_cpu)")
     args = p.parse_args()
-    budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
-    if not budgets or set(budgets) - {"equal_tokens", "equal_cpu"}:
-        p.error(f"--budgets: a comma list of equal_tokens and equal_cpu, got {args.budgets!r}")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    budgets = _comma_list(p, "--budgets", args.budgets, ("equal_tokens", "equal_cpu"))
+    models = _comma_list(p, "--models", args.models, ("trm", *BASELINES))
     tag = args.task
     base = [f"train.max_minutes={args.minutes}", "train.train_steps=100000000", *args.common_set]
     rows: list[dict[str, Any]] = []
@@ -174,6 +172,14 @@ def main() -> None:
             rows.append(dict(row(args.task, model, budget, trained, score(args, trained["dir"], task)),
                              baseline_set=list(args.baseline_set)))
     write(args, rows)
+
+
+def _comma_list(p: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma list of names from `allowed` (at least one), else the parser's usage error."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names or set(names) - set(allowed):
+        p.error(f"{flag}: a comma list of {', '.join(allowed)}, got {text!r}")
+    return names
 
 
 def _tokens_per_step(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""DistContext's small collectives across real processes (gloo): the time checks every rank must
-agree on (stop, evaluate now), and the flat mean of logged figures."""
+"""DistContext's small collectives across real processes (gloo): the clock and the time checks every
+rank must agree on (the lr decay's clock, stop, evaluate now), and the flat mean of logged figures."""
 
 import json
 import os
@@ -17,7 +17,8 @@ d = init_distributed("cpu")
 flags = [d.rank == 1, False, True]          # only rank 1 is out of time
 x = torch.tensor([float(d.rank), 10.0 * d.rank])
 d.all_reduce_mean_([x])
-print(json.dumps({"rank": d.rank, "any": d.any_(flags), "mean": x.tolist()}))
+clock, agreed = d.agree(100.0 + 10 * d.rank, flags)
+print(json.dumps({"rank": d.rank, "any": agreed, "clock": clock, "mean": x.tolist()}))
 torch.distributed.destroy_process_group()
 """
 
@@ -35,10 +36,11 @@ def test_flags_are_or_ed_and_figures_averaged_over_two_processes():
         outs.append(json.loads(out.strip().splitlines()[-1]))
     for o in outs:  # both ranks see rank 1's flag, so both stop at the same step
         assert o["any"] == [True, False, True]
+        assert o["clock"] == 105.0  # one learning rate on both ranks: their mean clock
         assert o["mean"] == pytest.approx([0.5, 5.0])
 
 
 def test_one_process_keeps_its_flags_and_collectives_run_where_the_backend_lives():
-    assert DistContext().any_([True, False]) == [True, False]
+    assert DistContext().agree(7.5, [True, False]) == (7.5, [True, False])
     assert str(DistContext(device_type="cpu").comm_device) == "cpu"
     assert str(DistContext(rank=3, world=4, local_rank=1, device_type="cuda").comm_device) == "cuda:1"

@@ -42,6 +42,8 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     assert not (runs / "add-2-transformer-cot-equal_cpu").exists()
     bad = subprocess.run([sys.executable, *cmd, "--budgets", "equal_flops"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "--budgets" in bad.stderr
+    bad = subprocess.run([sys.executable, *cmd, "--models", "trm,gpt"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--models" in bad.stderr  # refused before any training
     assert {r["command"].split("--models ")[1].split()[0] for r in rows} == {"trm,transformer", "transformer-cot"}
 
 

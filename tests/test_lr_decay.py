@@ -43,6 +43,27 @@ def test_puzzle_lr_decays_over_the_last_steps(tmp_path, monkeypatch):
     assert lrs(run) == pytest.approx({1: 1e-3, 2: 1e-3, 3: 1e-3, 4: 1e-3, 5: 1e-3, 6: 7.5e-4, 7: 5e-4, 8: 2.5e-4})
 
 
+def test_puzzle_lr_decays_on_the_clock_the_ranks_agreed_on(tmp_path, monkeypatch):
+    """With a time budget the decay reads the clock agreed (the ranks' mean) with the stop and
+    evaluate flags, in that one collective per step (plus one before the loop): never its own."""
+    from trmlm.distributed import DistContext
+
+    calls = []
+
+    def agree(self, clock, flags):  # the agreed clock runs 7.5 s per step; out of time after step 8
+        calls.append(list(flags))
+        return 7.5 * (len(calls) - 1), [len(calls) >= 9, *flags[1:]] if flags else []
+
+    monkeypatch.setattr(DistContext, "agree", agree)
+    monkeypatch.setattr(DistContext, "all_reduce_mean_", lambda self, tensors: None)  # the logged rows only
+    run = train(tmp_path, monkeypatch, "train-puzzle", "sudoku", "--preset", "sudoku-tiny",
+                "--set", "train.train_steps=1000", "--set", "train.max_minutes=1", "--set", "train.eval_every=1000",
+                "--set", "train.lr_decay_frac=0.5")
+    assert len(calls) == 9 and calls[0] == [] and all(len(f) == 2 for f in calls[1:])
+    # step k reads the clock agreed after step k - 1: (k - 1) / 8 of the minute, as in the steps test
+    assert lrs(run) == pytest.approx({1: 1e-3, 2: 1e-3, 3: 1e-3, 4: 1e-3, 5: 1e-3, 6: 7.5e-4, 7: 5e-4, 8: 2.5e-4})
+
+
 def test_lm_lr_decays_over_the_last_steps(tmp_path, monkeypatch):
     run = train(tmp_path, monkeypatch, "train-lm", "--preset", "lm-tiny", "--model", "transformer",
                 "--set", "train.train_steps=4", "--set", "train.lr_decay_frac=0.5", "--set", "train.lr_decay_min=0.2")

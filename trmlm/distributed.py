@@ -77,14 +77,14 @@ class DistContext:
             t.copy_(flat[offset:offset + n].view_as(t))
             offset += n
 
-    def any_(self, flags: list[bool]) -> list[bool]:
-        """Each flag OR-ed over ranks (one collective): the ranks' clocks differ, but they must stop
-        and evaluate at the same step."""
+    def agree(self, clock: float, flags: list[bool]) -> tuple[float, list[bool]]:
+        """The ranks' mean `clock` and each flag OR-ed over ranks, in one collective: the clocks
+        differ, but every rank must take the same learning rate, stop and evaluate at the same step."""
         if not self.active:
-            return list(flags)
-        t = torch.tensor([float(f) for f in flags], device=self.comm_device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return [bool(v) for v in t.tolist()]
+            return clock, list(flags)
+        t = torch.tensor([clock, *(float(f) for f in flags)], dtype=torch.float64, device=self.comm_device)
+        torch.distributed.all_reduce(t)  # a sum: the clock's mean, and a flag set on any rank is > 0
+        return float(t[0]) / self.world, [bool(v > 0) for v in t[1:].tolist()]
 
     def slots(self, global_batch: int) -> slice:
         """The global carry slots this rank owns."""

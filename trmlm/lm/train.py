@@ -112,13 +112,9 @@ class Trainer(TRMBatches):
         t, spent = self.cfg.train, self._spent()
         if t.max_minutes <= 0 and next_timed_s <= 0:
             return False  # nothing timed: no collective (out_of_time stays False)
-        if t.lr_decay_frac > 0 and t.max_minutes > 0:  # one lr on every rank: their mean clock
-            clock = torch.tensor([spent], dtype=torch.float64)
-            self.dist.all_reduce_mean_([clock])
-            self.agreed_spent = float(clock)
-        out, timed = self.dist.any_([t.max_minutes > 0 and spent >= 60 * t.max_minutes,
-                                     next_timed_s > 0 and spent >= next_timed_s])
-        self.out_of_time = out
+        flags = [t.max_minutes > 0 and spent >= 60 * t.max_minutes, next_timed_s > 0 and spent >= next_timed_s]
+        # agreed_spent, the ranks' mean clock, is what the lr decay reads: one lr on every rank
+        self.agreed_spent, (self.out_of_time, timed) = self.dist.agree(spent, flags)
         return timed
 
     def train_batch(self, batch: Tensor, mask: Tensor | None = None) -> list[dict[str, float]]:

@@ -189,14 +189,6 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
         """Wall time spent training (evaluation excluded): the clock of curves and budgets."""
         return time.time() - t0 - eval_seconds[0]
 
-    def agreed_seconds() -> float:
-        """Training seconds as every rank sees them (their mean), so that ranks share one lr."""
-        if budget <= 0:
-            return 0.0
-        seconds = torch.tensor([train_seconds()], dtype=torch.float64)
-        dist.all_reduce_mean_([seconds])
-        return float(seconds)
-
     def run_eval(step: int) -> dict[str, Any]:
         t_eval = time.time()
         trained_for = train_seconds()
@@ -224,6 +216,8 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
     # k counts in integers (no drift from adding floats); a resumed run continues at the next k.
     every_s = train_cfg.eval_every_minutes * 60.0
     next_k = math.floor(train_seconds() / every_s) + 1 if every_s > 0 else 0
+    # The lr decay's clock: the ranks' mean training seconds, agreed with the stop flags after each step
+    agreed_s = dist.agree(train_seconds(), [])[0] if budget > 0 else 0.0
     with Progress(*columns, console=console, disable=not (progress and main), transient=False) as bar:
         task = bar.add_task("train", total=train_cfg.train_steps, completed=start_step, info="",
                             budget_left=budget - train_seconds() if budget > 0 else None)
@@ -238,8 +232,8 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
             if not math.isfinite(loss_value):
                 where = f"; last good checkpoint kept in {out}" if out is not None else ""
                 raise TRMError(f"training stopped: loss became {loss_value} at step {step}{where}")
-            if train_cfg.lr_decay_frac > 0:
-                stepper.decay_lr(step - 1, agreed_seconds(), budget)
+            if train_cfg.lr_decay_frac > 0:  # the clock every rank agreed on after the last step
+                stepper.decay_lr(step - 1, agreed_s, budget)
             stepper.step(stats.loss)
             if ema is not None:
                 with stepper.gathered(params):
@@ -254,8 +248,8 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
             bar.update(task, completed=step, budget_left=budget - train_seconds() if budget > 0 else None)
             out_of_time = budget > 0 and train_seconds() >= budget
             timed = every_s > 0 and train_seconds() >= next_k * every_s
-            if budget > 0 or every_s > 0:  # every rank must agree to stop / evaluate
-                out_of_time, timed = dist.any_([out_of_time, timed])
+            if budget > 0 or every_s > 0:  # every rank must agree to stop / evaluate, and on the lr clock
+                agreed_s, (out_of_time, timed) = dist.agree(train_seconds(), [out_of_time, timed])
             if timed:  # a step that passed several multiples evaluates once
                 next_k = max(next_k + 1, math.floor(train_seconds() / every_s) + 1)
             is_eval = (step % train_cfg.eval_every == 0 or step == train_cfg.train_steps or out_of_time
