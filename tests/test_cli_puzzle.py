@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from trmlm.cli.main import app
+from trmlm.errors import TRMError
 from cli_checks import assert_one_line_error
 from model_checks import final_predictions, held_out_accuracy
 from trmlm.puzzles.run import load_model
@@ -99,6 +101,33 @@ def test_eval_on_a_source_whose_test_split_is_all_training_puzzles_is_refused(ti
     result = runner.invoke(app, ["eval-puzzle", "sudoku", "--checkpoint", str(tiny_checkpoint), "--json",
                                  "--source", str(tmp_path / "src")], env={"TRM_CACHE_DIR": str(tmp_path)})
     assert_one_line_error(result, "no held-out puzzles to evaluate")
+
+
+def test_training_on_a_source_whose_test_split_is_all_training_puzzles_is_refused(tmp_path):
+    """train-puzzle refuses before training, rather than reporting exact 0.0 on no puzzles."""
+    from trmlm.puzzles.sudoku.data import write_sudoku_csv
+    from trmlm.puzzles.sudoku.generator import generate_puzzles
+
+    sset = generate_puzzles(3, n_blanks=30, seed=5)
+    for split in ("train", "test"):
+        write_sudoku_csv(tmp_path / "src" / f"{split}.csv", sset, "same puzzles")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train-puzzle", "sudoku", "--preset", "sudoku-tiny", "--out", str(out), "--quiet",
+                                 "--set", f"data.source={tmp_path / 'src'}", "--set", "train.train_steps=2"],
+                           env={"TRM_CACHE_DIR": str(tmp_path)})
+    assert_one_line_error(result, "no held-out puzzles to evaluate")
+    assert not (out / "model.safetensors").exists()
+
+
+def test_held_out_rows_drop_training_questions_and_none_left_is_an_error():
+    from trmlm.puzzle.data import unseen
+
+    train, test = np.array([[1, 2], [3, 4]]), np.array([[3, 4], [5, 6], [1, 2]])
+    assert unseen(train, test, "here").tolist() == [False, True, False]
+    with pytest.raises(TRMError, match="every test puzzle is also in its training split"):
+        unseen(train, test[[0, 2]], "here")
+    with pytest.raises(TRMError, match="its test split is empty"):
+        unseen(train, test[:0], "here")
 
 
 @pytest.mark.parametrize("puzzle,needle", [

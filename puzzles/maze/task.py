@@ -11,7 +11,7 @@ from trmlm.puzzles.maze.data import generate_mazes_cached, load_maze_csv
 from trmlm.puzzles.maze.grid import (GOAL, PATH, START, VOCAB_SIZE, format_maze, format_maze_step, parse_maze,
                                      reached_along_path, shortest_path, side, tokens_to_text,
                                      valid_shortest)
-from trmlm.puzzle.data import PuzzleData
+from trmlm.puzzle.data import PuzzleData, unseen
 
 NAME = "maze"
 
@@ -52,8 +52,7 @@ def load_sets(cfg: MazeDataConfig):
     else:
         train = load_maze_csv(cfg.source, split="train", size=cfg.size, limit=cfg.n_train)
         test = load_maze_csv(cfg.source, split="test", size=cfg.size, limit=cfg.n_test)
-    seen = {q.tobytes() for q in train[0]}
-    keep = np.array([q.tobytes() not in seen for q in test[0]], dtype=bool)
+    keep = unseen(train[0], test[0], "the generated mazes" if cfg.source == "generate" else cfg.source)
     return train, tuple(a[keep] for a in test)
 
 

@@ -14,7 +14,7 @@ from trmlm.puzzles.sudoku.generator import generate_puzzles_cached
 from trmlm.puzzles.sudoku.grid import (SEQ_LEN, VOCAB_SIZE, format_grid, from_tokens, parse_puzzle,
                                  to_tokens)
 from trmlm.puzzles.sudoku.solver import solve
-from trmlm.puzzle.data import PuzzleData
+from trmlm.puzzle.data import PuzzleData, unseen
 from trmlm.errors import TRMError
 
 NAME = "sudoku"
@@ -65,9 +65,8 @@ def load_sets(cfg: SudokuDataConfig, progress: bool = False) -> tuple[SudokuSet,
         train = full.subset(np.sort(pick))
         test = load_sudoku_csv(cfg.source, split="test", limit=cfg.n_test,
                                min_rating=cfg.min_rating or None)
-    seen = {q.tobytes() for q in train.questions}
-    keep = np.array([q.tobytes() not in seen for q in test.questions], dtype=bool)
-    return train, test.subset(keep)
+    where = "the generated puzzles" if cfg.source == "generate" else cfg.source
+    return train, test.subset(unseen(train.questions, test.questions, where))
 
 
 def build_data(cfg: SudokuDataConfig, progress: bool = False) -> PuzzleData:

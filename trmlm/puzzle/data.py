@@ -8,6 +8,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from trmlm.errors import TRMError
+
 ArrayBatch = dict[str, np.ndarray]
 
 
@@ -61,6 +63,18 @@ class PuzzleData:
     description: str = ""
     score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
     num_puzzle_ids: int = 1
+
+
+def unseen(train_questions: np.ndarray, test_questions: np.ndarray, source: str) -> np.ndarray:
+    """The held-out rows to keep (a bool mask): those whose question is not also a training
+    question. None left is an error, before any training or scoring, rather than exact 0.0 on
+    nothing."""
+    seen = {q.tobytes() for q in train_questions}
+    keep = np.array([q.tobytes() not in seen for q in test_questions], dtype=bool)
+    if not keep.any():
+        why = "every test puzzle is also in its training split" if len(test_questions) else "its test split is empty"
+        raise TRMError(f"no held-out puzzles to evaluate in {source}: {why}")
+    return keep
 
 
 def to_tensors(batch: ArrayBatch, device: torch.device) -> dict[str, torch.Tensor]:
