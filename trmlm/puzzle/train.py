@@ -217,7 +217,7 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
     every_s = train_cfg.eval_every_minutes * 60.0
     next_k = math.floor(train_seconds() / every_s) + 1 if every_s > 0 else 0
     # The lr decay's clock: the ranks' mean training seconds, agreed with the stop flags after each step
-    agreed_s = dist.agree(train_seconds(), [])[0] if budget > 0 else 0.0
+    agreed_s = dist.agree(train_seconds(), [])[0] if budget > 0 and train_cfg.lr_decay_frac > 0 else 0.0
     with Progress(*columns, console=console, disable=not (progress and main), transient=False) as bar:
         task = bar.add_task("train", total=train_cfg.train_steps, completed=start_step, info="",
                             budget_left=budget - train_seconds() if budget > 0 else None)
@@ -246,10 +246,11 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
                 logger.log(step, {f"train/{k}": float(v) for k, v in zip(names, row)} | {"lr": stepper.lr()})
                 bar.update(task, info=f"loss {row[0]:.3f} cell {row[3]:.3f}{last_eval}")
             bar.update(task, completed=step, budget_left=budget - train_seconds() if budget > 0 else None)
-            out_of_time = budget > 0 and train_seconds() >= budget
+            spent = train_seconds() if budget > 0 else 0.0
+            out_of_time = budget > 0 and spent >= budget
             timed = every_s > 0 and train_seconds() >= next_k * every_s
             if budget > 0 or every_s > 0:  # every rank must agree to stop / evaluate, and on the lr clock
-                agreed_s, (out_of_time, timed) = dist.agree(train_seconds(), [out_of_time, timed])
+                agreed_s, (out_of_time, timed) = dist.agree(spent, [out_of_time, timed])
             if timed:  # a step that passed several multiples evaluates once
                 next_k = max(next_k + 1, math.floor(train_seconds() / every_s) + 1)
             is_eval = (step % train_cfg.eval_every == 0 or step == train_cfg.train_steps or out_of_time
