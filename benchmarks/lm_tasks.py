@@ -5,8 +5,9 @@
     python benchmarks/lm_tasks.py --task add-2 --preset lm-tiny --minutes 0.1 --problems 20   # smoke
 
 For one task: the TRM trains for `--minutes` of process-CPU time (1 thread); every baseline then
-trains twice, once to the TRM's training tokens (`equal_tokens`) and once for the same CPU time
-(`equal_cpu`): the same-size transformer (same blocks once), the iso-FLOP transformer (T (n+1)
+trains twice, once to the TRM's training tokens (`equal_tokens`) and once for the CPU time the TRM
+used (`equal_cpu`; less than `--minutes` when a step budget, `--trm-set train.train_steps=N`, ended
+the TRM first): the same-size transformer (same blocks once), the iso-FLOP transformer (T (n+1)
 layers, one TRM supervision step's FLOPs per token), and the chain-of-thought transformer (the
 same-size transformer trained on the task's `-cot` form, which writes a scratchpad before the
 answer). Every model is scored on the same held-out *test* problems (kept out of training; tuning
@@ -82,7 +83,7 @@ def row(task: str, model: str, budget: str, trained: dict[str, Any], rep: dict[s
     meta = trained["meta"]
     return {"task": task, "model": model, "budget": budget, "params": meta["parameters"],
             "train_tokens": meta.get("train_tokens"), "optimizer_steps": meta["step"],
-            "cpu_minutes": round(meta["train_cpu_seconds"] / 60, 2),
+            "cpu_minutes": cpu_minutes(meta),
             "exact_acc": rep["exact_acc"],
             "exact_acc_per_rung": {k.removesuffix("-cot"): v["exact_acc"] for k, v in rep["per_rung"].items()},
             "tokens_per_answer": rep["tokens_per_answer"],
@@ -96,7 +97,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="arith")
     p.add_argument("--preset", default="lm-arith-cpu")
-    p.add_argument("--minutes", type=float, default=20.0, help="CPU minutes of the TRM (and of equal_cpu runs)")
+    p.add_argument("--minutes", type=float, default=20.0, help="CPU minutes of the TRM (equal_cpu runs get the minutes it used)")
     p.add_argument("--problems", type=int, default=500, help="held-out test problems scored per model")
     p.add_argument("--models", default="trm," + ",".join(BASELINES))
     p.add_argument("--trm-set", action="append", default=[], help="--set for the TRM run only")
@@ -127,6 +128,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     trm = train(args, f"{tag}-trm", "trm", args.task, base + args.trm_set)
     tokens = trm["meta"]["train_tokens"]
+    trm_minutes = max(round(trm["meta"]["train_cpu_seconds"] / 60, 4), 1e-4)  # the equal_cpu budget (0 = no limit)
     if "trm" in models:
         scored = trm["dir"]
         if args.calibrate_halt is not None:  # the same weights, the halting head refitted
@@ -166,12 +168,18 @@ def main() -> None:
             if budget == "equal_tokens":
                 extra = ["train.max_minutes=0", f"train.train_steps={math.ceil(tokens / _tokens_per_step(args))}"]
             else:
-                extra = [f"train.max_minutes={args.minutes}", "train.train_steps=100000000"]
+                extra = [f"train.max_minutes={trm_minutes}", "train.train_steps=100000000"]
             trained = train(args, f"{tag}-{model}-{budget}", arch, task,
                             [*args.common_set, *args.baseline_set, *extra])
             rows.append(dict(row(args.task, model, budget, trained, score(args, trained["dir"], task)),
                              baseline_set=list(args.baseline_set)))
     write(args, rows)
+
+
+def cpu_minutes(meta: dict[str, Any]) -> float:
+    """The process-CPU minutes a run's training used (to 0.01), whether its time budget or its step
+    budget ended it."""
+    return round(meta["train_cpu_seconds"] / 60, 2)
 
 
 def _comma_list(p: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...]) -> list[str]:

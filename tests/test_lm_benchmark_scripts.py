@@ -20,7 +20,8 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     out, runs = tmp_path / "lm_tasks.json", tmp_path / "runs"
     cmd = ["benchmarks/lm_tasks.py", "--task", "add-2", "--preset", "lm-tiny", "--minutes", "0.05",
            "--problems", "12", "--thresholds", "0.5", "--runs", str(runs), "--out", str(out)]
-    _run(*cmd, "--models", "trm,transformer", "--calibrate-halt", "0.05", "--baseline-set", "train.batch_size=4")
+    _run(*cmd, "--models", "trm,transformer", "--calibrate-halt", "0.05", "--baseline-set", "train.batch_size=4",
+         "--trm-set", "train.train_steps=3")  # a step budget ends the TRM before its 0.05 CPU-minutes
     rows = json.loads(out.read_text())["rows"]
     assert {(r["model"], r["budget"]) for r in rows} == {
         ("trm", "equal_cpu"), ("trm", "equal_tokens"), ("transformer", "equal_cpu"), ("transformer", "equal_tokens")}
@@ -33,6 +34,10 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     assert trm["halt_calibration_margin"] == 0.05 and trm["checkpoint"].endswith("add-2-trm-halt")
     assert json.loads((runs / "add-2-trm-halt" / "meta.json").read_text())["halt_calibration"]["margin"] == 0.05
     assert tokens["baseline_set"] == ["train.batch_size=4"]
+    # equal_cpu: the CPU time the TRM used, not --minutes
+    used = json.loads((runs / "add-2-trm" / "meta.json").read_text())["train_cpu_seconds"] / 60
+    budget = json.loads((runs / "add-2-transformer-equal_cpu" / "config.json").read_text())["train"]["max_minutes"]
+    assert trm["optimizer_steps"] == 3 and budget == max(round(used, 4), 1e-4) and budget < 0.05
     stamp = (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns
     _run(*cmd, "--models", "transformer-cot", "--reuse", "--budgets", "equal_tokens")  # reuses the finished TRM run
     assert (runs / "add-2-trm" / "model.safetensors").stat().st_mtime_ns == stamp
