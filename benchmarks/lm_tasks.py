@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,8 +52,6 @@ def run(args: argparse.Namespace, *cli: str) -> str:
 
 
 def _env(args: argparse.Namespace) -> dict[str, str]:
-    import os
-
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     return env
 
@@ -203,19 +202,28 @@ def merge_report(args: argparse.Namespace, benchmark: str, key_fields: tuple[str
                  rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge `rows` into the JSON at args.out (a row replaces the old one with the same key
     fields), stamp hardware and command (the report's: the latest; each row's: its own), write
-    it, and return the report."""
+    it, and return the report. Invocations side by side (one per core) may share one --out: the
+    read-merge-write holds an exclusive flock on the file's directory, so none loses another's rows."""
+    import fcntl
+
     from trmlm.bench.common import hardware, write_json
 
     path = Path(args.out)
     command = " ".join(["python", f"benchmarks/{benchmark}.py", *sys.argv[1:]])
     rows = [dict(r, command=command) for r in rows]  # merged files mix invocations: each row says its own
-    old = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
     key = lambda r: tuple(r[k] for k in key_fields)  # noqa: E731
-    merged = {key(r): r for r in old}
-    merged.update({key(r): r for r in rows})
-    report = {"benchmark": benchmark, "hardware": dict(hardware("cpu"), threads=args.threads),
-              "command": command, "rows": sorted(merged.values(), key=key)}
-    write_json(path, report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()).get("rows", []) if path.is_file() else []
+        merged = {key(r): r for r in old}
+        merged.update({key(r): r for r in rows})
+        report = {"benchmark": benchmark, "hardware": dict(hardware("cpu"), threads=args.threads),
+                  "command": command, "rows": sorted(merged.values(), key=key)}
+        write_json(path, report)
+    finally:
+        os.close(folder)  # releases the lock
     return report
 
 
