@@ -127,7 +127,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     trm = train(args, f"{tag}-trm", "trm", args.task, base + args.trm_set)
     tokens = trm["meta"]["train_tokens"]
-    trm_minutes = max(round(trm["meta"]["train_cpu_seconds"] / 60, 4), 1e-4)  # the equal_cpu budget (0 = no limit)
+    trm_minutes = max(cpu_minutes(trm["meta"], digits=4), 1e-4)  # the equal_cpu budget (0 would be no limit)
     if "trm" in models:
         scored = trm["dir"]
         if args.calibrate_halt is not None:  # the same weights, the halting head refitted
@@ -175,10 +175,10 @@ def main() -> None:
     write(args, rows)
 
 
-def cpu_minutes(meta: dict[str, Any]) -> float:
-    """The process-CPU minutes a run's training used (to 0.01), whether its time budget or its step
-    budget ended it."""
-    return round(meta["train_cpu_seconds"] / 60, 2)
+def cpu_minutes(meta: dict[str, Any], digits: int = 2) -> float:
+    """The process-CPU minutes a run's training used, whether its time budget or its step budget
+    ended it."""
+    return round(meta["train_cpu_seconds"] / 60, digits)
 
 
 def _comma_list(p: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...]) -> list[str]:
