@@ -59,11 +59,11 @@ def main() -> None:
     loss_share: list[float] = []
     for i in range(args.warmup + args.batches):
         for name, tr in trainers.items():
-            batch, mask = tr._draw(tr.cfg.train.batch_size)
+            batch, mask, step_batch = tr._draw(tr.cfg.train.batch_size)
             if mask is not None:
                 loss_share.append(float(mask.float().mean()))
             c0 = time.process_time()
-            tr.train_batch(batch, mask)
+            tr.train_batch(batch, mask, step_batch)
             if i >= args.warmup:
                 per_token[name].append((time.process_time() - c0) / (tr.cfg.train.batch_size * tr.cfg.context))
     base_name = next(iter(trainers))

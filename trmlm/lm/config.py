@@ -119,6 +119,11 @@ class LMConfig:
     # from states of every depth below N_sup, as decoding past a shallower exit, or test-time depth
     # past N_sup, will; 0 = always N_sup. The trained step's weight stays N_sup ("last"'s).
     train_depth_min: int = 0
+    # Intermediate answers (tasks that write them: `hops`): supervision step s is trained toward
+    # the task's answer after s units of work (hops: the letter after s hops, f^s(x)) instead of the
+    # final one; the last step always toward the final answer. The scratchpad's content as
+    # per-step targets, so the work happens in depth and nothing extra is generated or cached.
+    step_targets: bool = False
     # "loss": training refines only the positions that carry cross-entropy (data.loss_on target),
     # gathered per row; the others' states reach nothing, because with the token cache
     # (commit_input "x") no state is committed: exact, at (loss positions / L) of the refinement cost.
@@ -151,6 +156,9 @@ class LMConfig:
             raise ValueError(f"train_depth_min={self.train_depth_min} needs step_weights=last, updates "
                              f"per_step or per_batch, and 1 <= train_depth_min <= model.max_sup_steps "
                              f"({self.model.max_sup_steps})")
+        if self.step_targets and (self.updates == "sampled" or self.step_weights == "last"):
+            raise ValueError("step_targets needs updates per_step or per_batch and step_weights equal or "
+                             "linear (the intermediate answers are targets of the earlier steps)")
         if self.updates == "sampled" and self.step_weights != "equal":
             raise ValueError("step_weights applies to updates per_step / per_batch (sampled trains one step per batch)")
         if self.updates == "sampled" and self.halt.target == "final" and self.train_cache != "final_sweep":

@@ -117,10 +117,12 @@ class Trainer(TRMBatches):
         self.agreed_spent, (self.out_of_time, timed) = self.dist.agree(spent, flags)
         return timed
 
-    def train_batch(self, batch: Tensor, mask: Tensor | None = None) -> list[dict[str, float]]:
+    def train_batch(self, batch: Tensor, mask: Tensor | None = None,
+                    step_batch: Tensor | None = None) -> list[dict[str, float]]:
         """One batch of windows (B, L + 1), `mask` (B, L) the positions that carry loss (None =
         all). TRM: N_sup supervision steps, each its own optimizer step (updates=per_step) or
-        all summed into one (per_batch); transformers: one step."""
+        all summed into one (per_batch); transformers: one step. `step_batch` (N_sup, B, L + 1),
+        step_targets: the windows step s is trained toward (the same inputs)."""
         inp, tgt = batch[:, :-1], batch[:, 1:]
         cfg, model = self.cfg, self.model
         if not isinstance(model, TRMLanguageModel):
@@ -128,7 +130,7 @@ class Trainer(TRMBatches):
                 ce = token_cross_entropy(model(inp)[0], tgt, cfg.train.loss)
             self._update(masked_mean(ce, mask))
             return [{"loss": float(masked_mean(ce.detach(), mask))}]
-        return self._train_trm_batch(inp, tgt, mask)
+        return self._train_trm_batch(inp, tgt, mask, None if step_batch is None else step_batch[:, :, 1:])
 
     # -- evaluation ----------------------------------------------------------------------------
     def full_weights(self) -> dict[str, Tensor]:
@@ -210,9 +212,9 @@ class Trainer(TRMBatches):
         metrics: dict[str, Any] = {}
         self._clock_flags(0.0)  # a resumed run whose budget is already spent trains no further
         while self._budget_left():
-            batch, mask = self._draw(t.batch_size)
+            batch, mask, step_batch = self._draw(t.batch_size)
             t0, c0 = time.perf_counter(), time.process_time()
-            logs = self.train_batch(batch, mask)
+            logs = self.train_batch(batch, mask, step_batch)
             self.train_seconds += time.perf_counter() - t0
             self.train_cpu_seconds += time.process_time() - c0
             self.tokens_seen += t.batch_size * self.cfg.context
@@ -238,14 +240,19 @@ class Trainer(TRMBatches):
         self.reporter.stop()
         return metrics
 
-    def _draw(self, rows: int) -> tuple[Tensor, Tensor | None]:
-        """The global batch (every process draws the same) and this process's slice of it."""
+    def _draw(self, rows: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The global batch (every process draws the same) and this process's slice of it: the
+        windows, the loss mask, and with step_targets each supervision step's windows."""
+        step_batch = None
         if self.batches is None:
             batch, mask = random_windows(self.data.train, rows, self.cfg.context, self.rng), None
+        elif self.cfg.step_targets and isinstance(self.model, TRMLanguageModel):
+            batch, mask, step_batch = self.batches.draw_steps(self.rng, rows, self.cfg.model.max_sup_steps)
         else:
             batch, mask = self.batches.draw(self.rng, rows)
         device = self.runtime.device
-        return batch[self.slots].to(device), None if mask is None else mask[self.slots].to(device)
+        return (batch[self.slots].to(device), None if mask is None else mask[self.slots].to(device),
+                None if step_batch is None else step_batch[:, self.slots].to(device))
 
     def _validate(self, final: bool) -> dict[str, Any]:
         metrics = self._validate_main(final) if self.dist.is_main else {}
@@ -351,6 +358,8 @@ def build_trainer(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logg
     from trmlm.lm.model import build_model
 
     seed_everything(cfg.train.seed)
+    if cfg.step_targets and cfg.arch == "trm":  # a TRM training option; other models ignore it
+        _check_step_targets(cfg, task)
     own_tokenizer = load_tokenizer(out_dir) if resume and out_dir else None
     own_tokenizer = own_tokenizer or (init.tokenizer if init is not None else None)
     setup = None
@@ -372,6 +381,15 @@ def build_trainer(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logg
     if resume:
         trainer.resume()
     return trainer
+
+
+def _check_step_targets(cfg: LMConfig, task: TextTask | None) -> None:
+    """step_targets trains the TRM's steps toward a task's intermediate answers: refuse what has none."""
+    if not cfg.data.task:
+        raise TRMError("step_targets needs a --task whose problems have intermediate answers (hops)")
+    task = task or get_task(cfg.data.task)
+    if not task.example(np.random.default_rng(0)).step_targets:
+        raise TRMError(f"step_targets: task {cfg.data.task} writes no intermediate answers (hops does)")
 
 
 def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,

@@ -33,10 +33,12 @@ class TRMBatches:
     stepper: Stepper
     rng: np.random.Generator
 
-    def _train_trm_batch(self, inp: Tensor, tgt: Tensor, mask: Tensor | None) -> list[dict[str, float]]:
+    def _train_trm_batch(self, inp: Tensor, tgt: Tensor, mask: Tensor | None,
+                         step_tgt: Tensor | None = None) -> list[dict[str, float]]:
         """The TRM's batch: N_sup supervision steps of every position (or, refine_on "loss", of
         the positions with loss only), each its own optimizer step (updates=per_step) or all
-        summed into one (per_batch); updates=sampled trains one step at a random depth."""
+        summed into one (per_batch); updates=sampled trains one step at a random depth.
+        `step_tgt` (N_sup, B, L), step_targets: step s's targets in place of `tgt`."""
         cfg, model = self.cfg, self.model
         if cfg.updates == "sampled":
             return [self._train_sampled(inp, tgt, mask)]
@@ -46,6 +48,8 @@ class TRMBatches:
         if cfg.refine_on == "loss":  # refine only the positions with loss (exact with the token cache)
             index, halt_mask = loss_positions(mask)
             tgt, mask = tgt.gather(1, index), halt_mask
+            if step_tgt is not None:
+                step_tgt = step_tgt.gather(2, index.expand(step_tgt.shape[0], *index.shape))
             state = model.initial_state(*index.shape)
         history: list[tuple[Tensor, Tensor]] = []  # detached (y_s, CE_s) for the halting labels
         committed = None  # "previous_step": each step commits y^(s-1) (docs/language-model.md)
@@ -55,6 +59,7 @@ class TRMBatches:
                                            cfg.cache_sweeps or cfg.model.max_sup_steps, policy)
         logs, total = [], None
         S, top = self._batch_depth(), cfg.model.max_sup_steps
+        final_tgt = tgt
         # the last S of N_sup's weights: a drawn depth (train_depth_min, step_weights=last) trains
         # its last step at N_sup's weight, so the loss scale does not depend on the draw
         weights = step_weights(cfg.step_weights, top)[-S:]
@@ -72,6 +77,7 @@ class TRMBatches:
             if not per_batch and s > 0 and not self._budget_left():
                 break
             last = s == S - 1
+            tgt = final_tgt if step_tgt is None else step_tgt[s]  # (step_targets: the config needs depth N_sup)
             with self.runtime.autocast():
                 x = model.embed_tokens(inp)
                 grad = "last_cycle" if weights[s] > 0 else "none"
@@ -85,7 +91,11 @@ class TRMBatches:
                                             grad=grad)
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L) or (B, S)
-                q_loss = halt_loss(cfg, model, new.y, logits, tgt, ce, history, last=last,
+                # the halting head judges every step against the final targets (with step_targets
+                # an early step's own target is an intermediate answer, not what decoding emits)
+                ce_final = ce if step_tgt is None else token_cross_entropy(logits.detach(), final_tgt,
+                                                                           cfg.train.loss)
+                q_loss = halt_loss(cfg, model, new.y, logits, final_tgt, ce_final, history, last=last,
                                    mask=halt_mask)
                 loss = cfg.train.halt_loss_weight * q_loss
                 if weights[s] > 0:
@@ -96,7 +106,7 @@ class TRMBatches:
                 else:
                     self._update(loss)
             logs.append(step_log(model, new.y, ce, mask, q_loss, s + 1))
-            history.append((new.y.detach(), ce.detach()))
+            history.append((new.y.detach(), ce_final.detach()))
             # The carry is detached for the recursion (the core detaches it before the last
             # cycle); with cross_grad the commit of step s+1 still reaches this step's graph.
             state = new if cfg.cross_grad else new.detach()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -20,19 +20,32 @@ END = "\n"                 # every target ends with a newline: the generation st
 class Example:
     """One problem as text: `prompt` (ends with the separator), `target` (what the model writes
     after it, ending with END), `answer` (the exact answer inside the target), one category per
-    character of prompt + target, and the name of the task (rung) that wrote it."""
+    character of prompt + target, and the name of the task (rung) that wrote it. `step_targets`
+    (tasks that have them): the target after 1, 2, ... units of work, each as long as `target`
+    (`hops`: the letter after 1, 2, ... hops), the per-step targets of LMConfig.step_targets."""
 
     prompt: str
     target: str
     answer: str
     categories: tuple[str, ...]
     task: str
+    step_targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.categories) != len(self.prompt) + len(self.target):
             raise ValueError("one category per character of prompt + target")
         if not self.target.endswith(END):
             raise ValueError("a target ends with a newline")
+        if any(len(t) != len(self.target) or not t.endswith(END) for t in self.step_targets):
+            raise ValueError("every step target is as long as the target and ends with a newline")
+
+    def target_at(self, step: int, steps: int) -> str:
+        """What supervision step `step` of `steps` (1-based) is trained toward: the last step the
+        target, an earlier one the intermediate answer after that many units of work (the last
+        intermediate answer past them), the target where the task has none."""
+        if step >= steps or not self.step_targets:
+            return self.target
+        return self.step_targets[min(step, len(self.step_targets)) - 1]
 
     @property
     def text(self) -> str:
@@ -75,15 +88,18 @@ class Packed:
     texts: list[str]
     categories: list[list[str]]
     in_target: list[list[bool]]
+    step_texts: list[list[str]] = field(default_factory=list)  # [step s - 1][row], with steps
 
 
 def pack_rows(task: TextTask, rng: np.random.Generator, rows: int, length: int,
-              keep: Callable[[Example], bool] | None = None) -> Packed:
+              keep: Callable[[Example], bool] | None = None, steps: int = 0) -> Packed:
     """`rows` strings of exactly `length` characters, each whole examples back to back from a
-    line start (the last one cut at the edge). Examples failing `keep` are drawn again."""
-    out = Packed([], [], [])
+    line start (the last one cut at the edge). Examples failing `keep` are drawn again. With
+    `steps`, also the same rows as supervision step 1..steps is trained toward them
+    (Example.target_at: the intermediate answers in place of the targets)."""
+    out = Packed([], [], [], [[] for _ in range(steps)])
     for _ in range(rows):
-        text, cat, tgt = "", [], []
+        text, cat, tgt, per_step = "", [], [], [""] * steps
         while len(text) < length:
             ex = task.example(rng)
             if keep is not None and not keep(ex):
@@ -91,7 +107,10 @@ def pack_rows(task: TextTask, rng: np.random.Generator, rows: int, length: int,
             text += ex.text
             cat += ex.categories
             tgt += [False] * len(ex.prompt) + [True] * len(ex.target)
+            per_step = [t + ex.prompt + ex.target_at(s + 1, steps) for s, t in enumerate(per_step)]
         out.texts.append(text[:length])
         out.categories.append(cat[:length])
         out.in_target.append(tgt[:length])
+        for s in range(steps):
+            out.step_texts[s].append(per_step[s][:length])
     return out

@@ -35,13 +35,24 @@ class TaskBatches:
         self.excluded = {ex.prompt for ex in heldout if ex.task in disjoint}
 
     def draw(self, rng: np.random.Generator, rows: int) -> tuple[Tensor, Tensor | None]:
-        packed = pack_rows(self.task, rng, rows, self.length + 1,
-                           keep=lambda ex: ex.prompt not in self.excluded)
-        ids = torch.tensor([self.tokenizer.encode(t) for t in packed.texts], dtype=torch.long)
-        if self.loss_on == "all":
-            return ids, None
-        mask = torch.tensor([flags[1:] for flags in packed.in_target], dtype=torch.bool)
+        ids, mask, _ = self.draw_steps(rng, rows, 0)
         return ids, mask
+
+    def draw_steps(self, rng: np.random.Generator, rows: int,
+                   steps: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """draw(), and with `steps` the windows (steps, B, L + 1) each supervision step is trained
+        toward (LMConfig.step_targets): the same rows, intermediate answers in place of targets."""
+        packed = pack_rows(self.task, rng, rows, self.length + 1,
+                           keep=lambda ex: ex.prompt not in self.excluded, steps=steps)
+        ids = self._encode(packed.texts)
+        per_step = torch.stack([self._encode(texts) for texts in packed.step_texts]) if steps else None
+        if self.loss_on == "all":
+            return ids, None, per_step
+        mask = torch.tensor([flags[1:] for flags in packed.in_target], dtype=torch.bool)
+        return ids, mask, per_step
+
+    def _encode(self, texts: list[str]) -> Tensor:
+        return torch.tensor([self.tokenizer.encode(t) for t in texts], dtype=torch.long)
 
 
 def heldout_rows(examples: list[Example], length: int) -> list[str]:

@@ -14,7 +14,9 @@ state against the cached prompt as often as its depth allows. The permutation is
 prompt tokens carry no computation beyond being remembered.
 
 Chain-of-thought variant (`hops-k-cot`, the scratchpad baseline) writes the k - 1 intermediate
-letters first, then ">" and the answer:  "cadbehgf|a3=cd>b\n".
+letters first, then ">" and the answer:  "cadbehgf|a3=cd>b\n". The same letters are the plain
+form's per-step targets (`step_targets: true` trains supervision step s toward the letter after
+s hops, the last step toward the answer), so a TRM can be taught one hop per step.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class Hops(TextTask):
             scratch = "".join(path[1:-1]) + ">"
             cats += [SCRATCH] * (k - 1) + [SEPARATOR]
         cats += [ANSWER, SEPARATOR]
-        return Example(prompt, scratch + path[-1] + END, path[-1], tuple(cats), self.name)
+        steps = () if self.cot else tuple(letter + END for letter in path[1:])  # after 1, 2, ... hops
+        return Example(prompt, scratch + path[-1] + END, path[-1], tuple(cats), self.name, steps)
 
     def extract_answer(self, generated: str) -> str:
         line = generated.split(END, 1)[0]
