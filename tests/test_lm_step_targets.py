@@ -96,6 +96,12 @@ def test_a_task_without_intermediate_answers_is_refused():
         build_trainer(_cfg("step_targets=true", "data.task=add-2"))
 
 
+def test_a_text_run_is_refused_before_its_text_is_read():
+    cfg = load_lm_config("lm-tiny", [], ["step_targets=true", "data.files=[\"/nonexistent.txt\"]"], configs_dir())
+    with pytest.raises(TRMError, match="step_targets needs a --task"):
+        build_trainer(cfg)
+
+
 def test_transformers_ignore_step_targets_like_every_trm_only_key():
     """A preset with step_targets also trains its transformer baselines: they have no steps."""
     trainer = build_trainer(_cfg("step_targets=true", "arch=transformer"))

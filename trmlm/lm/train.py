@@ -358,8 +358,6 @@ def build_trainer(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logg
     from trmlm.lm.model import build_model
 
     seed_everything(cfg.train.seed)
-    if cfg.step_targets and cfg.arch == "trm":  # a TRM training option; other models ignore it
-        _check_step_targets(cfg, task)
     own_tokenizer = load_tokenizer(out_dir) if resume and out_dir else None
     own_tokenizer = own_tokenizer or (init.tokenizer if init is not None else None)
     setup = None
@@ -381,15 +379,6 @@ def build_trainer(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logg
     if resume:
         trainer.resume()
     return trainer
-
-
-def _check_step_targets(cfg: LMConfig, task: TextTask | None) -> None:
-    """step_targets trains the TRM's steps toward a task's intermediate answers: refuse what has none."""
-    if not cfg.data.task:
-        raise TRMError("step_targets needs a --task whose problems have intermediate answers (hops)")
-    task = task or get_task(cfg.data.task)
-    if not task.example(np.random.default_rng(0)).step_targets:
-        raise TRMError(f"step_targets: task {cfg.data.task} writes no intermediate answers (hops does)")
 
 
 def train_from_config(cfg: LMConfig, out_dir: str | Path | None = None, logger: Logger | None = None,
