@@ -1,5 +1,6 @@
 """step_targets: supervision step s trained toward a task's intermediate answer (hops: the letter
-after s hops), the last step toward the answer (docs/language-model.md, "Intermediate answers")."""
+after s hops; arith: the sum without carries, the running products), the last step toward the
+answer (docs/language-model.md, "Intermediate answers")."""
 
 from __future__ import annotations
 
@@ -32,8 +33,35 @@ def test_the_target_of_each_step():
     a, b, c = ex.step_targets
     assert [ex.target_at(s, 6) for s in range(1, 7)] == [a, b, c, c, c, ex.target]
     assert [ex.target_at(s, 2) for s in (1, 2)] == [a, ex.target]  # the last step: the answer, not hop 2
-    arith = get_task("add-2").example(np.random.default_rng(0))
-    assert arith.target_at(1, 3) == arith.target  # no intermediate answers: the target at every step
+    one_digit = get_task("mul-1").example(np.random.default_rng(0))
+    assert one_digit.step_targets == (one_digit.target,)  # one unit of work: the answer at every step
+    assert [one_digit.target_at(s, 3) for s in (1, 2, 3)] == [one_digit.target] * 3
+    cot = get_task("add-2-cot").example(np.random.default_rng(0))
+    assert cot.step_targets == () and cot.target_at(1, 3) == cot.target  # none: the target at every step
+
+
+def _operands(prompt: str, op: str) -> tuple[int, int, int]:
+    a, b = prompt[:-1].split(op)
+    return int(a), int(b), len(a)
+
+
+def test_arith_intermediate_answers_are_the_sum_without_carries_then_the_running_products():
+    """add-d: column sums mod 10, then the sum; mul-d: a * (b mod 10^j) for j < d, then the product,
+    all reversed to the answer's width (checked digit by digit against the operands)."""
+    for seed in range(40):
+        ex = get_task("add-6").example(np.random.default_rng(seed))
+        a, b, d = _operands(ex.prompt, "+")
+        no_carry = "".join(str((a // 10 ** k % 10 + b // 10 ** k % 10) % 10) for k in range(d)) + "0"
+        assert ex.step_targets == (no_carry + END, ex.target) and int(ex.answer[::-1]) == a + b
+        ex = get_task("mul-3").example(np.random.default_rng(seed))
+        a, b, d = _operands(ex.prompt, "*")
+        running = [str(a * (b % 10 ** j)).zfill(2 * d)[::-1] + END for j in (1, 2)]
+        assert ex.step_targets == (*running, ex.target) and int(ex.answer[::-1]) == a * b
+        assert [ex.target_at(s, 4) for s in (1, 2, 3, 4)] == [*running, ex.target, ex.target]
+    ex = get_task("mul-3").example(np.random.default_rng(7))
+    assert len({*ex.step_targets}) >= 2  # the running sums differ from the product on most draws
+    for rung in ("add-2-cot", "mul-3-cot", "mul-1-cot"):
+        assert get_task(rung).example(np.random.default_rng(0)).step_targets == ()
 
 
 def test_packed_step_rows_differ_from_the_rows_only_at_the_answers():
@@ -92,8 +120,8 @@ def test_without_step_targets_no_step_windows_are_drawn():
 
 
 def test_a_task_without_intermediate_answers_is_refused():
-    with pytest.raises(TRMError, match="task add-2 writes no intermediate answers"):
-        build_trainer(_cfg("step_targets=true", "data.task=add-2"))
+    with pytest.raises(TRMError, match="task add-2-cot writes no intermediate answers"):
+        build_trainer(_cfg("step_targets=true", "data.task=add-2-cot"))
 
 
 def test_a_text_run_is_refused_before_its_text_is_read():
@@ -126,6 +154,6 @@ def test_train_lm_with_step_targets_end_to_end(tmp_path):
                                    "--set", "data.loss_on=target", "--set", "refine_on=loss",
                                    "--set", "updates=per_batch"])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2", "--out", str(tmp_path / "x"),
+    res = CliRunner().invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2-cot", "--out", str(tmp_path / "x"),
                                    "--quiet", "--set", "step_targets=true"])
     assert res.exit_code == 2 and "writes no intermediate answers" in res.output

@@ -1,7 +1,7 @@
 """Arithmetic as text: multi-digit addition and multiplication, answers least-significant digit first.
 
 Format (every number zero-padded to a fixed width, so a rung's lines all have one length):
-    add-d   "0473+1980=" + reversed(a + b, d + 1 digits) + "\n"      e.g. "0473+1980=3542\n"
+    add-d   "0473+1980=" + reversed(a + b, d + 1 digits) + "\n"      e.g. "0473+1980=35420\n"
     mul-d   "47*19=" + reversed(a * b, 2d digits) + "\n"             e.g. "47*19=3980\n"
 The answer is written digit by digit with no scratchpad: each answer digit is produced by one
 token's refinement. Reversed (least-significant first) is the usual choice: every digit then
@@ -9,10 +9,16 @@ depends only on the operands and on digits already written.
 
 Chain-of-thought variants (`-cot`, the scratchpad baseline) write the intermediate results first:
     add-d-cot  "c" + carries out of each column, LSB first + "|" + the answer
-               "0473+1980=c1100|3542\n"  (3+0=3, 7+8=15 carry 1, 4+9+1=14 carry 1, 0+1+1=2)
+               "0473+1980=c1100|35420\n"  (3+0=3, 7+8=15 carry 1, 4+9+1=14 carry 1, 0+1+1=2)
     mul-d-cot  the partial products a * b_j * 10^j and their running sums, each reversed to 2d
                digits: "P0+P1=S1+P2=S2...", the last running sum being the answer
                "47*19=3240+0740=3980\n"  (47*9=423, 47*10=470, 423+470=893 = 47*19)
+
+Intermediate answers (the plain forms' per-step targets, `step_targets: true`): addition's first
+is the column sums without their carries ("0473+1980=35310\n": 3+0, 7+8=15 -> 5, 4+9=13 -> 3, 0+1),
+then the answer; d-digit multiplication's are the running sums a * (b mod 10^j) for j = 1..d-1
+("47*19=3240\n": 47*9), then the answer. So a TRM can be taught the carry in its second step
+and one multiplier digit per step, the work the scratchpad writes out.
 """
 
 from __future__ import annotations
@@ -34,13 +40,16 @@ def _operands(rng: np.random.Generator, digits: int) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def _example(task: str, prompt: str, scratch: str, answer: str, sep_chars: str = "") -> Example:
+def _example(task: str, prompt: str, scratch: str, answer: str, sep_chars: str = "",
+             steps: tuple[str, ...] | None = None) -> Example:
     """prompt (its last char is the separator) + scratch + answer + END, with categories.
-    Characters of the scratchpad listed in `sep_chars` count as separators."""
+    Characters of the scratchpad listed in `sep_chars` count as separators. `steps` (plain
+    forms): the intermediate answers, each as long as `answer`, which is appended as the last."""
     cats = [PROMPT] * (len(prompt) - 1) + [SEPARATOR]
     cats += [SEPARATOR if c in sep_chars else SCRATCH for c in scratch]
     cats += [ANSWER] * len(answer) + [SEPARATOR]
-    return Example(prompt, scratch + answer + END, answer, tuple(cats), task)
+    step_targets = () if steps is None else tuple(t + END for t in (*steps, answer))
+    return Example(prompt, scratch + answer + END, answer, tuple(cats), task, step_targets)
 
 
 class Addition(TextTask):
@@ -59,7 +68,8 @@ class Addition(TextTask):
         prompt = f"{a:0{d}d}+{b:0{d}d}="
         answer = rev(a + b, d + 1)
         if not self.cot:
-            return _example(self.name, prompt, "", answer)
+            no_carry = sum(((a // 10 ** k) % 10 + (b // 10 ** k) % 10) % 10 * 10 ** k for k in range(d))
+            return _example(self.name, prompt, "", answer, steps=(rev(no_carry, d + 1),))
         carries, carry = [], 0
         for k in range(d):
             s = (a // 10 ** k) % 10 + (b // 10 ** k) % 10 + carry
@@ -90,7 +100,8 @@ class Multiplication(TextTask):
         prompt = f"{a:0{d}d}*{b:0{d}d}="
         answer = rev(a * b, width)
         if not self.cot or d == 1:
-            return _example(self.name, prompt, "", answer)
+            running = tuple(rev(a * (b % 10 ** j), width) for j in range(1, d))
+            return _example(self.name, prompt, "", answer, steps=None if self.cot else running)
         parts, running = [], 0
         for j in range(d):
             partial = a * ((b // 10 ** j) % 10) * 10 ** j
