@@ -30,7 +30,7 @@ def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = No
     held-out split; training windows are generated as needed (TaskBatches)."""
     if cfg.data.files or cfg.data.hub_dataset:
         raise TRMError("give either a task or data files / a hub dataset, not both")
-    if _step_targets(cfg) and not task.example(np.random.default_rng(0)).step_targets:
+    if uses_step_targets(cfg) and not task.example(np.random.default_rng(0)).step_targets:
         raise TRMError(f"step_targets: task {cfg.data.task} writes no intermediate answers (hops and arith do)")
     heldout = task.examples(cfg.data.task_eval_problems, cfg.data.task_eval_seed)
     test = task.examples(cfg.data.task_test_problems, cfg.data.task_test_seed)
@@ -44,7 +44,7 @@ def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = No
     return tok, data, TaskSetup(task, heldout, test)
 
 
-def _step_targets(cfg: LMConfig) -> bool:
+def uses_step_targets(cfg: LMConfig) -> bool:
     """Whether the run trains supervision steps toward intermediate answers (a TRM option; other
     models ignore it, as every TRM-only key)."""
     return cfg.step_targets and cfg.arch == "trm"
@@ -57,7 +57,7 @@ def prepare_data(cfg: LMConfig, tokenizer: Tokenizer | None = None) -> tuple[Tok
     A char tokenizer takes its alphabet from the whole text (a held-out character absent from
     the train split would otherwise be unencodable); BPE/sentencepiece train on the train split.
     """
-    if _step_targets(cfg):
+    if uses_step_targets(cfg):
         raise TRMError("step_targets needs a --task whose problems have intermediate answers (hops, arith)")
     text = load_text(cfg.data)
     train_text, val_text = split_text(text, cfg.data.val_fraction)

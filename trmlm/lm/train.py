@@ -23,7 +23,7 @@ from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.objective import masked_mean
 from trmlm.lm.trm_batch import TRMBatches
-from trmlm.lm.prepare import TaskSetup, prepare_data, prepare_task
+from trmlm.lm.prepare import TaskSetup, prepare_data, prepare_task, uses_step_targets
 from trmlm.lm.tasks import TextTask, get_task
 from trmlm.lm.tasks.batches import TaskBatches
 from trmlm.lm.tokenizer import Tokenizer, load_tokenizer
@@ -246,7 +246,7 @@ class Trainer(TRMBatches):
         step_batch = None
         if self.batches is None:
             batch, mask = random_windows(self.data.train, rows, self.cfg.context, self.rng), None
-        elif self.cfg.step_targets and isinstance(self.model, TRMLanguageModel):
+        elif uses_step_targets(self.cfg):
             batch, mask, step_batch = self.batches.draw_steps(self.rng, rows, self.cfg.model.max_sup_steps)
         else:
             batch, mask = self.batches.draw(self.rng, rows)

@@ -99,7 +99,8 @@ def pack_rows(task: TextTask, rng: np.random.Generator, rows: int, length: int,
     (Example.target_at: the intermediate answers in place of the targets)."""
     out = Packed([], [], [], [[] for _ in range(steps)])
     for _ in range(rows):
-        text, cat, tgt, per_step = "", [], [], [""] * steps
+        # the last step is trained toward the targets themselves: only steps 1..steps-1 are built
+        text, cat, tgt, early = "", [], [], [""] * max(steps - 1, 0)
         while len(text) < length:
             ex = task.example(rng)
             if keep is not None and not keep(ex):
@@ -107,10 +108,10 @@ def pack_rows(task: TextTask, rng: np.random.Generator, rows: int, length: int,
             text += ex.text
             cat += ex.categories
             tgt += [False] * len(ex.prompt) + [True] * len(ex.target)
-            per_step = [t + ex.prompt + ex.target_at(s + 1, steps) for s, t in enumerate(per_step)]
+            early = [t + ex.prompt + ex.target_at(s + 1, steps) for s, t in enumerate(early)]
         out.texts.append(text[:length])
         out.categories.append(cat[:length])
         out.in_target.append(tgt[:length])
-        for s in range(steps):
-            out.step_texts[s].append(per_step[s][:length])
+        for s, t in enumerate([*early, text][:steps]):
+            out.step_texts[s].append(t[:length])
     return out
