@@ -124,6 +124,11 @@ class LMConfig:
     # final one; the last step always toward the final answer. The scratchpad's content as
     # per-step targets, so the work happens in depth and nothing extra is generated or cached.
     step_targets: bool = False
+    # updates=per_batch only: after the N_sup steps, k ~ U{0..hold_steps-1} more steps without grad,
+    # then one more step trained toward the final answer (weight of step N_sup), so the states of
+    # depths N_sup+1..N_sup+hold_steps are taught to keep the answer: test-time depth past N_sup
+    # (--max-steps) then holds instead of drifting. 0 = off.
+    hold_steps: int = 0
     # "loss": training refines only the positions that carry cross-entropy (data.loss_on target),
     # gathered per row; the others' states reach nothing, because with the token cache
     # (commit_input "x") no state is committed: exact, at (loss positions / L) of the refinement cost.
@@ -156,6 +161,9 @@ class LMConfig:
             raise ValueError(f"train_depth_min={self.train_depth_min} needs step_weights=last, updates "
                              f"per_step or per_batch, and 1 <= train_depth_min <= model.max_sup_steps "
                              f"({self.model.max_sup_steps})")
+        if self.hold_steps < 0 or (self.hold_steps and self.updates != "per_batch"):
+            raise ValueError(f"hold_steps={self.hold_steps} needs to be >= 0, and updates=per_batch when > 0 "
+                             "(the hold step's loss joins the batch's one update)")
         if self.step_targets and (self.updates == "sampled" or self.step_weights == "last"):
             raise ValueError("step_targets needs updates per_step or per_batch and step_weights equal or "
                              "linear (the intermediate answers are targets of the earlier steps)")

@@ -73,22 +73,23 @@ class TRMBatches:
         if not model.cache_reads_state and one_update_of_f:
             with self.runtime.autocast():
                 kvs = commit_pass(model, model.embed_tokens(inp), full_state, grad=cfg.commit_grad)
+        def advance(state, weighted: bool):  # one supervision step from `state` (in autocast)
+            x = model.embed_tokens(inp)
+            grad = "last_cycle" if weighted else "none"
+            if index is not None:
+                step_kvs = kvs if kvs is not None else commit_pass(
+                    model, x, full_state, grad=cfg.commit_grad and weighted)
+                return refine_at(model, state, take_positions(x, index), index, step_kvs, grad=grad)
+            return supervision_sweep(model, state, x, commit_grad=cfg.commit_grad, committed=committed,
+                                     cross_grad=cfg.cross_grad, kvs=kvs, grad=grad)
+
         for s in range(S):
             if not per_batch and s > 0 and not self._budget_left():
                 break
             last = s == S - 1
             tgt = final_tgt if step_tgt is None else step_tgt[s]  # (step_targets: the config needs depth N_sup)
             with self.runtime.autocast():
-                x = model.embed_tokens(inp)
-                grad = "last_cycle" if weights[s] > 0 else "none"
-                if index is not None:
-                    step_kvs = kvs if kvs is not None else commit_pass(
-                        model, x, full_state, grad=cfg.commit_grad and weights[s] > 0)
-                    new = refine_at(model, state, take_positions(x, index), index, step_kvs, grad=grad)
-                else:
-                    new = supervision_sweep(model, state, x, commit_grad=cfg.commit_grad,
-                                            committed=committed, cross_grad=cfg.cross_grad, kvs=kvs,
-                                            grad=grad)
+                new = advance(state, weights[s] > 0)
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L) or (B, S)
                 # the halting head judges every step against the final targets (with step_targets
@@ -111,8 +112,20 @@ class TRMBatches:
             # cycle); with cross_grad the commit of step s+1 still reaches this step's graph.
             state = new if cfg.cross_grad else new.detach()
         if per_batch:
+            if cfg.hold_steps:
+                total = total + self._hold_loss(advance, state, final_tgt, mask, weights[-1]) / top
             self._update(total)
         return logs
+
+    def _hold_loss(self, advance, state, final_tgt: Tensor, mask: Tensor | None, weight: float) -> Tensor:
+        """hold_steps: from the (detached) state after N_sup steps, k ~ U{0..hold_steps-1} steps
+        without grad, then one trained toward the final answer: depth N_sup + 1 + k keeps it."""
+        with self.runtime.autocast():
+            with torch.no_grad():
+                for _ in range(int(self.rng.integers(0, self.cfg.hold_steps))):
+                    state = advance(state, False)
+            ce = token_cross_entropy(self.model.logits(advance(state, True).y), final_tgt, self.cfg.train.loss)
+            return weight * masked_mean(ce, mask)
 
     def _train_sampled(self, inp: Tensor, tgt: Tensor, mask: Tensor | None) -> dict[str, float]:
         """updates=sampled: one optimizer step at supervision step s ~ U{1..N_sup}. Steps 1..s-1
