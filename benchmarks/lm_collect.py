@@ -1,6 +1,6 @@
 """Gather the current rows of several `benchmarks/lm_tasks.py` reports into one file.
 
-    python benchmarks/lm_collect.py benchmarks/results/lm_tasks_30min_decay_seed0.json:arith \
+    python benchmarks/lm_collect.py benchmarks/results/lm_tasks_arith_step_targets_seed0.json:arith \
         benchmarks/results/lm_tasks_hops_step_targets.json:hops --out benchmarks/results/lm_tasks.json
 
 `lm_tasks.py` writes one report per experiment (a task, a recipe, a seed), and each is re-run by
