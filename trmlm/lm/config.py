@@ -119,8 +119,9 @@ class LMConfig:
     # from states of every depth below N_sup, as decoding past a shallower exit, or test-time depth
     # past N_sup, will; 0 = always N_sup. The trained step's weight stays N_sup ("last"'s).
     train_depth_min: int = 0
-    # Intermediate answers (tasks that write them: `hops`): supervision step s is trained toward
-    # the task's answer after s units of work (hops: the letter after s hops, f^s(x)) instead of the
+    # Intermediate answers (tasks that write them: `hops`, the arithmetic rungs): supervision step
+    # s is trained toward the task's answer after s units of work (hops: the letter after s hops,
+    # f^s(x); add-D: step 1 the column sums without carries; mul-D: a * (b mod 10^s)) instead of the
     # final one; the last step always toward the final answer. The scratchpad's content as
     # per-step targets, so the work happens in depth and nothing extra is generated or cached.
     step_targets: bool = False
