@@ -118,8 +118,9 @@ class TRMBatches:
         return logs
 
     def _hold_loss(self, advance, state, final_tgt: Tensor, mask: Tensor | None, weight: float) -> Tensor:
-        """hold_steps: from the (detached) state after N_sup steps, k ~ U{0..hold_steps-1} steps
-        without grad, then one trained toward the final answer: depth N_sup + 1 + k keeps it."""
+        """hold_steps: from the state after N_sup steps (detached unless cross_grad), k ~
+        U{0..hold_steps-1} steps without grad, then one trained toward the final answer: depth
+        N_sup + 1 + k keeps it."""
         with self.runtime.autocast():
             with torch.no_grad():
                 for _ in range(int(self.rng.integers(0, self.cfg.hold_steps))):

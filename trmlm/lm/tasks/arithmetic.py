@@ -67,13 +67,13 @@ class Addition(TextTask):
         a, b = _operands(rng, d)
         prompt = f"{a:0{d}d}+{b:0{d}d}="
         answer = rev(a + b, d + 1)
+        columns = [(a // 10 ** k) % 10 + (b // 10 ** k) % 10 for k in range(d)]  # digit sums, LSB first
         if not self.cot:
-            no_carry = sum(((a // 10 ** k) % 10 + (b // 10 ** k) % 10) % 10 * 10 ** k for k in range(d))
+            no_carry = sum(c % 10 * 10 ** k for k, c in enumerate(columns))
             return _example(self.name, prompt, "", answer, steps=(rev(no_carry, d + 1),))
         carries, carry = [], 0
-        for k in range(d):
-            s = (a // 10 ** k) % 10 + (b // 10 ** k) % 10 + carry
-            carry = s // 10
+        for c in columns:
+            carry = (c + carry) // 10
             carries.append(str(carry))
         return _example(self.name, prompt, "c" + "".join(carries) + "|", answer, sep_chars="c|")
 
@@ -99,9 +99,11 @@ class Multiplication(TextTask):
         a, b = _operands(rng, d)
         prompt = f"{a:0{d}d}*{b:0{d}d}="
         answer = rev(a * b, width)
-        if not self.cot or d == 1:
+        if not self.cot:
             running = tuple(rev(a * (b % 10 ** j), width) for j in range(1, d))
-            return _example(self.name, prompt, "", answer, steps=None if self.cot else running)
+            return _example(self.name, prompt, "", answer, steps=running)
+        if d == 1:
+            return _example(self.name, prompt, "", answer)
         parts, running = [], 0
         for j in range(d):
             partial = a * ((b // 10 ** j) % 10) * 10 ** j
