@@ -2,12 +2,15 @@
 
     python benchmarks/lm_token_cost.py                      # lm-arith-cpu, 1 thread, ~2 minutes
     python benchmarks/lm_token_cost.py --preset lm-sudoku-text-cpu --batches 8 --out /tmp/sudoku_cost.json
+    python benchmarks/lm_token_cost.py --group step-targets --batches 60 \
+        --out benchmarks/results/lm_token_cost_step_targets.json
 
 Each variant is a Trainer built from the preset (a task preset) plus its `--set` overrides (every
 TRM variant with the token cache and the loss on the answers), fed real batches of the preset's task (`Trainer.train_batch`: forward, backward, optimizer step). The variants take
 turns batch by batch (so a slower or busier stretch of the machine hits all of them alike); the
 first `--warmup` batches of each are left out. Cost = process CPU seconds per training token
-(batch x context), median over batches, and its ratio to the first variant (the transformer).
+(batch x context), median over batches, and its ratio to the first variant (the transformer);
+also the ratio of the means (what a variant whose batches differ in cost, the hold step's, pays).
 Writes a table and benchmarks/results/lm_token_cost.json.
 """
 
@@ -33,6 +36,18 @@ VARIANTS = {
     "trm, before, 1-step gradient": [*TARGETS, "refine_on=loss", *BEFORE, "model.grad=one_step"],
     "trm, before, refining every position": [*TARGETS, "refine_on=all", *BEFORE],
 }
+# --group step-targets: intermediate answers as per-step targets (the lm-arith-steps-cpu recipe),
+# and with the hold step (`hold_steps`: 0-2 untrained steps past N_sup, then one trained; the
+# batches draw that depth, so its cost is a mean over the draws)
+STEPS = [*TARGETS, "refine_on=loss", "model.max_sup_steps=3", "step_weights=equal", "updates=per_batch",
+         "step_targets=true"]
+STEP_VARIANTS = {
+    "transformer (batch 16)": VARIANTS["transformer (batch 16)"],
+    "trm, the preset (n 1, N_sup 2, batch 16)": VARIANTS["trm, the preset (n 1, N_sup 2, batch 16)"],
+    "trm, step targets (N_sup 3, one update per batch)": STEPS,
+    "trm, step targets and hold_steps 3": [*STEPS, "hold_steps=3"],
+}
+GROUPS = {"recipes": VARIANTS, "step-targets": STEP_VARIANTS}
 
 
 def build(preset: str, overrides: list[str]):
@@ -49,12 +64,14 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=12, help="timed batches per variant")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--group", default="recipes", choices=tuple(GROUPS), help="which variants to time")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lm_token_cost.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from trmlm.bench.common import hardware, write_json
 
-    trainers = {name: build(args.preset, sets) for name, sets in VARIANTS.items()}
+    variants = GROUPS[args.group]
+    trainers = {name: build(args.preset, sets) for name, sets in variants.items()}
     per_token: dict[str, list[float]] = {name: [] for name in trainers}
     loss_share: list[float] = []
     for i in range(args.warmup + args.batches):
@@ -69,12 +86,14 @@ def main() -> None:
     base_name = next(iter(trainers))
     base = statistics.median(per_token[base_name])
     rows = []
-    print(f"{'variant':50s} {'us/token':>9s} {'vs transformer':>14s}")
+    base_mean = statistics.mean(per_token[base_name])
+    print(f"{'variant':50s} {'us/token':>9s} {'vs transformer':>14s} {'mean vs transformer':>19s}")
     for name, values in per_token.items():
-        med = statistics.median(values)
-        rows.append({"variant": name, "set": VARIANTS[name], "us_per_token": round(med * 1e6, 1),
-                     "ratio": round(med / base, 2), "batch": trainers[name].cfg.train.batch_size})
-        print(f"{name:50s} {med * 1e6:9.1f} {med / base:13.2f}x")
+        med, mean = statistics.median(values), statistics.mean(values)
+        rows.append({"variant": name, "set": variants[name], "us_per_token": round(med * 1e6, 1),
+                     "ratio": round(med / base, 2), "ratio_of_means": round(mean / base_mean, 2),
+                     "batch": trainers[name].cfg.train.batch_size})
+        print(f"{name:50s} {med * 1e6:9.1f} {med / base:13.2f}x {mean / base_mean:18.2f}x")
     share = statistics.mean(loss_share) if loss_share else 1.0
     print(f"positions with loss: {share:.3f}")
     write_json(args.out, {"benchmark": "lm_token_cost", "preset": args.preset,

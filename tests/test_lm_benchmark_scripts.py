@@ -70,3 +70,12 @@ def test_lm_token_cost_rows(tmp_path):
     assert rows["transformer (batch 16)"]["ratio"] == 1.0 and len(rows) == 7
     assert all(r["us_per_token"] > 0 for r in rows.values())
     assert 0.2 < report["loss_position_share"] < 0.6  # arith: the answers are about 2/5 of a line
+
+
+def test_lm_token_cost_step_target_group(tmp_path):
+    out = tmp_path / "cost.json"
+    _run("benchmarks/lm_token_cost.py", "--group", "step-targets", "--batches", "2", "--warmup", "0", "--out", str(out))
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
+    assert len(rows) == 4 and rows["transformer (batch 16)"]["ratio_of_means"] == 1.0
+    hold = rows["trm, step targets and hold_steps 3"]
+    assert "hold_steps=3" in hold["set"] and hold["ratio_of_means"] > 1.0  # three trained steps and more

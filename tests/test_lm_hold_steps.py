@@ -59,7 +59,23 @@ def test_without_hold_steps_only_the_n_sup_steps_run(monkeypatch):
     assert grads == ["last_cycle"] * 3
 
 
-@pytest.mark.parametrize("bad", [["hold_steps=-1"], ["hold_steps=2", "updates=per_step"]])
+def test_hold_from_starts_the_hold_step_part_way_through_the_run(monkeypatch):
+    import trmlm.lm.trm_batch as trm_batch
+
+    trainer = build_trainer(_cfg("hold_steps=1", "hold_from=0.5", "train.train_steps=10", "train.max_minutes=0"))
+    grads: list[str] = []
+    real = trm_batch.refine_at
+    monkeypatch.setattr(trm_batch, "refine_at", lambda *a, grad: grads.append(grad) or real(*a, grad=grad))
+    counts = []
+    for _ in range(7):  # optimizer steps 0..6 of 10: progress 0.0 .. 0.6
+        grads.clear()
+        trainer.train_batch(*trainer._draw(4))
+        counts.append(len(grads))
+    assert counts == [3] * 5 + [4] * 2  # the hold step joins from progress 0.5 (step 5) on
+
+
+@pytest.mark.parametrize("bad", [["hold_steps=-1"], ["hold_steps=2", "updates=per_step"],
+                                 ["hold_from=0.5"], ["hold_steps=2", "hold_from=1.0"]])
 def test_hold_steps_needs_per_batch_updates(bad):
-    with pytest.raises(TRMError, match="hold_steps"):
+    with pytest.raises(TRMError, match="hold_"):
         _cfg(*bad)

@@ -130,6 +130,10 @@ class LMConfig:
     # depths N_sup+1..N_sup+hold_steps are taught to keep the answer: test-time depth past N_sup
     # (--max-steps) then holds instead of drifting. 0 = off.
     hold_steps: int = 0
+    # hold_steps only from this fraction of the run on (its steps or its time budget, whichever
+    # is nearer its end, as train.lr_decay_frac reads it): the answer is learned first at the
+    # plain cost per batch, then kept past N_sup. 0 = from the start.
+    hold_from: float = 0.0
     # "loss": training refines only the positions that carry cross-entropy (data.loss_on target),
     # gathered per row; the others' states reach nothing, because with the token cache
     # (commit_input "x") no state is committed: exact, at (loss positions / L) of the refinement cost.
@@ -165,6 +169,8 @@ class LMConfig:
         if self.hold_steps < 0 or (self.hold_steps and self.updates != "per_batch"):
             raise ValueError(f"hold_steps={self.hold_steps} needs to be >= 0, and updates=per_batch when > 0 "
                              "(the hold step's loss joins the batch's one update)")
+        if not 0.0 <= self.hold_from < 1.0 or (self.hold_from and not self.hold_steps):
+            raise ValueError(f"hold_from={self.hold_from} needs to lie in [0, 1), and hold_steps > 0 when > 0")
         if self.step_targets and (self.updates == "sampled" or self.step_weights == "last"):
             raise ValueError("step_targets needs updates per_step or per_batch and step_weights equal or "
                              "linear (the intermediate answers are targets of the earlier steps)")

@@ -32,7 +32,7 @@ from trmlm.modelcard import provenance
 from trmlm.losses import token_cross_entropy
 from trmlm.configtools import to_dict
 from trmlm.distributed import DeepSpeedStepper, Stepper, init_distributed
-from trmlm.optim import EMA
+from trmlm.optim import EMA, run_progress
 from trmlm.train_state import check_same_run, latest_state_dir, load_state, save_state
 from trmlm.runtime import resolve_runtime, seed_everything
 
@@ -99,6 +99,12 @@ class Trainer(TRMBatches):
     def _spent(self) -> float:
         """Training seconds on the budget clock (`budget_clock`), validation excluded."""
         return self.train_cpu_seconds if self.cfg.budget_clock == "cpu" else self.train_seconds
+
+    def _progress(self) -> float:
+        """How far the run is through its steps or time budget, in [0, 1] (what the lr decay
+        reads: the clock every rank agreed on at the last batch)."""
+        t = self.cfg.train
+        return run_progress(self.step, t.train_steps, self.agreed_spent, 60 * t.max_minutes)
 
     def _budget_left(self) -> bool:
         """Steps left and time left. No collective: `out_of_time` is the flag every rank agreed on

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 class TRMBatches:
     """Mixed into the Trainer: what one TRM batch does. Uses the trainer's cfg, model, runtime,
-    stepper, rng, `_update` (one optimizer step) and `_budget_left`."""
+    stepper, rng, `_update` (one optimizer step), `_budget_left` and `_progress`."""
 
     cfg: LMConfig
     model: TRMLanguageModel
@@ -112,7 +112,7 @@ class TRMBatches:
             # cycle); with cross_grad the commit of step s+1 still reaches this step's graph.
             state = new if cfg.cross_grad else new.detach()
         if per_batch:
-            if cfg.hold_steps:
+            if cfg.hold_steps and self._progress() >= cfg.hold_from:
                 total = total + self._hold_loss(advance, state, final_tgt, mask, weights[-1]) / top
             self._update(total)
         return logs
