@@ -2,7 +2,7 @@
 
     python benchmarks/lm_token_cost.py                      # lm-arith-cpu, 1 thread, ~2 minutes
     python benchmarks/lm_token_cost.py --preset lm-sudoku-text-cpu --batches 8 --out /tmp/sudoku_cost.json
-    python benchmarks/lm_token_cost.py --group step-targets --batches 60 \
+    python benchmarks/lm_token_cost.py --group step-targets --batches 100 \
         --out benchmarks/results/lm_token_cost_step_targets.json
 
 Each variant is a Trainer built from the preset (a task preset) plus its `--set` overrides (every

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from trmlm.checkpoint import load_tree, save_tree
 from trmlm.config import TrainConfig
 from trmlm.errors import TRMError
-from trmlm.optim import build_optimizers, decay_factor, run_progress, warmup_factor
+from trmlm.optim import build_optimizers, decay_factor, warmup_factor
 from trmlm.train_state import DEEPSPEED_DIR, check_deepspeed_dir
 
 
@@ -153,12 +153,10 @@ class Stepper:
         """The schedule: warmup (by optimizer step) times the decay scale the loop last set."""
         return warmup_factor(step, self.cfg.warmup_steps) * self.lr_scale
 
-    def decay_lr(self, step: int, spent_s: float, budget_s: float) -> None:
+    def decay_lr(self, progress: float) -> None:
         """The decay tail (`train.lr_decay_frac`), at once: scale the schedule by how far the run is
-        through its steps or its time budget (`budget_s` 0 = none), whichever is nearer its end."""
-        c = self.cfg
-        self.lr_scale = decay_factor(run_progress(step, c.train_steps, spent_s, budget_s), c.lr_decay_frac,
-                                     c.lr_decay_min)
+        (`optim.run_progress`: through its steps or its time budget, whichever is nearer its end)."""
+        self.lr_scale = decay_factor(progress, self.cfg.lr_decay_frac, self.cfg.lr_decay_min)
         for opt, sched in zip(self.optimizers, self.schedulers):
             for group, base in zip(opt.param_groups, sched.base_lrs):
                 group["lr"] = base * self._lr_factor(sched.last_epoch)

@@ -89,7 +89,7 @@ class Trainer(TRMBatches):
     def _update(self, loss: Tensor) -> None:
         t = self.cfg.train
         if t.lr_decay_frac > 0:  # the budget clock as every rank agreed on it at the last batch
-            self.stepper.decay_lr(self.step, self.agreed_spent, 60 * t.max_minutes)
+            self.stepper.decay_lr(self._progress())
         self.stepper.step(loss)  # backward, gradient averaging, clipping, AdamW, LR schedule
         if self.ema is not None:
             with self.stepper.gathered(self.params):
@@ -101,8 +101,8 @@ class Trainer(TRMBatches):
         return self.train_cpu_seconds if self.cfg.budget_clock == "cpu" else self.train_seconds
 
     def _progress(self) -> float:
-        """How far the run is through its steps or time budget, in [0, 1] (what the lr decay
-        reads: the clock every rank agreed on at the last batch)."""
+        """How far the run is through its steps or time budget, in [0, 1], on the clock every rank
+        agreed on at the last batch: what the lr decay and `hold_from` read."""
         t = self.cfg.train
         return run_progress(self.step, t.train_steps, self.agreed_spent, 60 * t.max_minutes)
 

@@ -30,7 +30,7 @@ from trmlm.errors import TRMError
 from trmlm.logging import Logger
 from trmlm.modelcard import provenance
 from trmlm.puzzle.registry import build_puzzle_model
-from trmlm.optim import EMA
+from trmlm.optim import EMA, run_progress
 from trmlm.progress import TimeLeftColumn
 from trmlm.puzzle.eval import evaluate
 from trmlm.puzzle.model import TRMPuzzleModel
@@ -233,7 +233,7 @@ def train_puzzle(model_cfg: TRMConfig, train_cfg: TrainConfig, data: PuzzleData,
                 where = f"; last good checkpoint kept in {out}" if out is not None else ""
                 raise TRMError(f"training stopped: loss became {loss_value} at step {step}{where}")
             if train_cfg.lr_decay_frac > 0:  # the clock every rank agreed on after the last step
-                stepper.decay_lr(step - 1, agreed_s, budget)
+                stepper.decay_lr(run_progress(step - 1, train_cfg.train_steps, agreed_s, budget))
             stepper.step(stats.loss)
             if ema is not None:
                 with stepper.gathered(params):
