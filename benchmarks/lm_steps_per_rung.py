@@ -13,26 +13,13 @@ work. Each eval is one `trm` command (1 thread); the JSON has one row per rung.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lm_tasks import ROOT, score  # noqa: E402  (the same eval-lm --json runner)
+
 sys.path.insert(0, str(ROOT))
-
-
-def evaluate(args: argparse.Namespace, rung: str, *flags: str) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "trmlm", "eval-lm", "--checkpoint", args.checkpoint, "--task", rung,
-           "--problems", str(args.problems), "--split", "test", "--json", "--threads", str(args.threads), *flags]
-    proc = subprocess.run(cmd, capture_output=True, text=True,
-                          env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
-    if proc.returncode != 0:
-        print(f"error: {' '.join(cmd[2:])}: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-        raise SystemExit(2)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -45,6 +32,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="")
     args = p.parse_args()
+    args.lock = ""
     from trmlm.bench.common import hardware, write_json
     from trmlm.lm.tasks import get_task, rungs
 
@@ -56,10 +44,10 @@ def main() -> None:
     rows = []
     print(f"{'rung':10s} {'halting exact':>13s} {'answer steps':>12s} {'full depth':>10s} {'depth 1':>8s}")
     for name in names:
-        halt = evaluate(args, name, *([] if args.halt_threshold is None else
+        halt = score(args, args.checkpoint, name, *([] if args.halt_threshold is None else
                                       ["--halt-threshold", str(args.halt_threshold)]))
-        full = evaluate(args, name, "--no-halting")
-        one = evaluate(args, name, "--no-halting", "--max-steps", "1")
+        full = score(args, args.checkpoint, name, "--no-halting")
+        one = score(args, args.checkpoint, name, "--no-halting", "--max-steps", "1")
         row = {"rung": name, "problems": halt["problems"], "halt_exact_acc": halt["exact_acc"],
                "halt_answer_steps": halt["steps_per_category_decode"]["answer"],
                "n_sup": full["max_steps"], "exact_acc_full_depth": full["exact_acc"], "exact_acc_depth1": one["exact_acc"]}
