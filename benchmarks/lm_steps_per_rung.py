@@ -30,9 +30,9 @@ def main() -> None:
     p.add_argument("--halt-threshold", type=float, default=None,
                    help="the learned exit's threshold (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lock", default="", help="flock file every eval waits for (as lm_tasks.py)")
     p.add_argument("--out", default="")
     args = p.parse_args()
-    args.lock = ""
     from trmlm.bench.common import hardware, write_json
     from trmlm.lm.tasks import get_task, rungs
 

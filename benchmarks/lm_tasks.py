@@ -46,6 +46,10 @@ def run(args: argparse.Namespace, *cli: str) -> str:
     cmd = trm_cmd(args, *cli)
     print("$", " ".join(cmd[cmd.index("-m") + 2:] if "-m" in cmd else cmd), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(args))
+    if proc.returncode == 2:  # the trm CLI's one-line refusal of bad input: pass it on as one line
+        message = (proc.stderr.strip().splitlines() or ["(no message)"])[-1].removeprefix("error: ")
+        print(f"error: {' '.join(cli[:1])}: {message}", file=sys.stderr)
+        raise SystemExit(2)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     return proc.stdout

@@ -35,3 +35,9 @@ def test_an_unknown_task_is_one_line():
     proc = script("--checkpoint", "nowhere", "--task", "nope")
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown task 'nope'")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_checkpoint_is_one_line():
+    proc = script("--checkpoint", "nowhere", "--task", "add-2", "--problems", "2")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+    assert "checkpoint not found: nowhere" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
