@@ -23,7 +23,7 @@ def eval_lm_cmd(
     min_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at least."),
     max_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at most."),
     no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll at max steps."),
-    per_step_cache: bool = typer.Option(False, "--per-step-cache", help="Also evaluate the step-synchronous decoder (one cache level per supervision step)."),
+    per_step_cache: bool = typer.Option(False, "--per-step-cache", help="Also evaluate the step-synchronous decoder (one cache level per supervision step); with --task, score with it instead of the commit-last cache."),
     task: Optional[str] = typer.Option(None, "--task", help="Score a reasoning-text task (default: the checkpoint's task, if it was trained on one): exact answers by greedy real-cache decoding, per-category token accuracy and steps."),
     problems: int = typer.Option(500, help="Held-out problems to score with --task."),
     split: str = typer.Option("test", help="Held-out problems of --task: test (reported figures) | val (the set tuned on during training); both are kept out of training."),
@@ -62,7 +62,8 @@ def eval_lm_cmd(
     if task_name:
         if split not in ("test", "val"):
             raise TRMError(f"--split must be test or val, got {split!r}")
-        _eval_task(lm, task_name, problems, split, policy, batch, as_json, checkpoint, prompt_full_depth)
+        _eval_task(lm, task_name, problems, split, policy, batch, as_json, checkpoint, prompt_full_depth,
+                   per_step_cache)
         return
     _, split = prepare_data(cfg, lm.tokenizer)
     metrics = evaluate_lm(lm.model, cfg, split, parallel_tokens, tokens, batch, policy, per_step_cache)
@@ -75,8 +76,9 @@ def eval_lm_cmd(
 
 
 def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_json: bool,
-               checkpoint: Path, prompt_full_depth: bool = False) -> None:
-    """eval-lm on a task: held-out problems from the checkpoint's held-out seed."""
+               checkpoint: Path, prompt_full_depth: bool = False, per_step_cache: bool = False) -> None:
+    """eval-lm on a task: held-out problems from the checkpoint's held-out seed; with
+    per_step_cache every figure comes from the step-synchronous decoder instead."""
     from trmlm.lm.halting import HaltPolicy
     from trmlm.lm.tasks.score import score_task
     from trmlm.lm.tokenizer import missing_chars
@@ -84,6 +86,8 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
 
     if problems < 1:
         raise TRMError("--problems must be >= 1")
+    if per_step_cache and lm.cfg.arch != "trm":
+        raise TRMError(f"--per-step-cache needs a TRM checkpoint; {checkpoint} is a {lm.cfg.arch}")
     task = get_task(name)
     if missing := missing_chars(lm.tokenizer, task.alphabet):
         raise TRMError(f"task {name!r} uses characters the checkpoint's tokenizer lacks: {missing!r}")
@@ -91,13 +95,19 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
     examples = task.examples(problems, seed)
     prompt_policy = HaltPolicy.fixed(policy.max_steps) if prompt_full_depth else None
     report = score_task(lm.model, lm.tokenizer, task, examples, policy, batch=max(1, batch) * 4,
-                        prompt_policy=prompt_policy)
+                        prompt_policy=prompt_policy, per_step_cache=per_step_cache or None)
+    per_step_cache = per_step_cache or lm.cfg.cache_levels > 0  # (a cache_levels checkpoint's own decoder)
     report.update(task=name, split=split, arch=lm.cfg.arch, parameters=lm.model.num_parameters(),
+                  cache="per-step" if per_step_cache else "commit-last",
                   checkpoint=str(checkpoint), max_steps=policy.max_steps,
                   halt_threshold=policy.threshold, prompt_full_depth=prompt_full_depth)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
+    if per_step_cache:
+        levels = lm.cfg.cache_levels or lm.cfg.model.max_sup_steps
+        out.print(f"(the per-step cache: {levels} cache levels, the training pass token by "
+                  "token; KV bytes are that many times the commit-last cache's)", soft_wrap=True)
     out.print(f"task {name}: {report['problems']} held-out problems, exact answers "
               f"{report['exact_acc']:.4f}, {report['tokens_per_answer']:.1f} generated tokens and "
               f"{report['steps_mean']:.2f} mean steps per token", soft_wrap=True)

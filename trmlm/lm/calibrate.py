@@ -35,7 +35,7 @@ from torch import Tensor
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, strictly_lower
 from trmlm.lm.objective import halt_label
-from trmlm.lm.parallel import jacobi_states
+from trmlm.lm.parallel import jacobi_states, level_states
 from trmlm.losses import token_cross_entropy
 
 
@@ -72,10 +72,16 @@ def step_states(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, max_st
                 policy: HaltPolicy, sweeps: int, loss: str = "softmax") -> tuple[Tensor, Tensor, Tensor]:
     """y_s (S, B, L, D), CE_s (S, B, L) and whether the top token is the target, right_s (S, B, L),
     after every step s = 1..max_steps of every position, each refined from its initial state
-    against the cache that decoding under `policy` commits."""
-    committed, _ = jacobi_states(model, tokens, sweeps, policy)
+    against the cache that decoding under `policy` commits (cache_levels: the level decoder's
+    states at full depth)."""
     B, L = tokens.shape
     x = model.embed_tokens(tokens)  # (B, L, D)
+    if model.cfg.cache_levels:
+        ys = [st.y for st in level_states(model, x, max_steps)]
+        logits = [model.logits(y) for y in ys]
+        return (torch.stack(ys), torch.stack([token_cross_entropy(lg, targets, loss) for lg in logits]),
+                torch.stack([lg.argmax(-1) == targets for lg in logits]))
+    committed, _ = jacobi_states(model, tokens, sweeps, policy)
     positions = torch.arange(L, device=tokens.device)
     kvs = model.commit_kv(x, committed, positions)
     mask = strictly_lower(L, tokens.device)

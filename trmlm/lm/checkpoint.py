@@ -32,7 +32,8 @@ class LoadedLM:
 
 def default_generation(cfg: LMConfig) -> GenerationConfig:
     return GenerationConfig(halt_threshold=cfg.halt.threshold, min_steps=cfg.halt.min_steps,
-                            max_steps=cfg.halt.max_steps)
+                            max_steps=cfg.halt.max_steps,
+                            cache="per-step" if cfg.arch == "trm" and cfg.cache_levels else "commit-last")
 
 
 def save_lm(path: str | Path, weights: dict[str, Tensor], cfg: LMConfig, tokenizer: Tokenizer,

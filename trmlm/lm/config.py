@@ -98,6 +98,13 @@ class LMConfig:
     # With commit_input "x" every choice reads the same cache (the tokens' commit): no extra pass runs.
     train_cache: Literal["previous_step", "final_sweep", "mixed"] = "previous_step"
     cache_sweeps: int = 0          # no-grad sweeps of the final_sweep pass; 0 = N_sup
+    # Cache levels of the step-synchronous (per-step) cache, for a cache that reads states
+    # (commit_input other than "x"), train_cache previous_step: supervision step s reads the
+    # commit of the earlier tokens' states after min(s - 1, k - 1) steps. 0 = N_sup levels (step s
+    # reads y^(s-1), the previous-step scheme). k = 2: step 1 reads the tokens' commit, every later
+    # step (past N_sup too) reads their states after one step; the decoder keeps two (K, V) per
+    # token and layer, whatever the depth. A checkpoint with k > 0 is scored with that decoder.
+    cache_levels: int = 0
     cache_halting: bool = False    # final_sweep pass halts tokens like inference (learned q) so
                                    # every step reads the states decoding will commit
     # "per_step": an optimizer step after every supervision step (the puzzle TRM's deep
@@ -155,6 +162,12 @@ class LMConfig:
             raise ValueError("iso_layers must be >= 0")
         if self.cache_sweeps < 0:
             raise ValueError("cache_sweeps must be >= 0")
+        if self.cache_levels and (not 1 <= self.cache_levels <= self.model.max_sup_steps
+                                  or self.commit_input == "x" or self.train_cache != "previous_step"
+                                  or self.updates == "sampled"):
+            raise ValueError(f"cache_levels={self.cache_levels} needs 1 <= cache_levels <= model.max_sup_steps "
+                             f"({self.model.max_sup_steps}), a commit_input that reads states (not x), "
+                             "train_cache=previous_step and updates per_step or per_batch")
         if self.cross_grad and self.updates != "per_batch":
             raise ValueError("cross_grad needs updates=per_batch (the gradient crosses supervision steps)")
         if self.refine_on == "loss" and (self.commit_input != "x" or self.data.loss_on != "target"

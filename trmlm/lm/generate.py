@@ -38,7 +38,8 @@ class GenerationConfig:
     min_steps: int = 1
     max_steps: int = 0             # 0 = N_sup
     no_halting: bool = False       # always max_steps (fixed unroll)
-    cache: Literal["commit-last", "per-step"] = "commit-last"  # per-step: stepsync.py (N_sup x memory)
+    # per-step: stepsync.py (LMConfig.cache_levels or N_sup levels; steps past them read the last)
+    cache: Literal["commit-last", "per-step"] = "commit-last"
 
     def validate(self, n_sup: int) -> HaltPolicy:
         checks = [(self.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
@@ -60,9 +61,6 @@ class GenerationConfig:
         if max_steps > MAX_DEPTH_FACTOR * n_sup:
             raise TRMError(f"--max-steps {max_steps} is more than {MAX_DEPTH_FACTOR} x the trained "
                            f"N_sup = {n_sup} (at most {MAX_DEPTH_FACTOR * n_sup})")
-        if max_steps > n_sup and self.cache == "per-step":
-            raise TRMError(f"--max-steps {max_steps} exceeds N_sup = {n_sup}: the per-step cache has "
-                           f"one level per trained supervision step")
         if self.no_halting:
             return HaltPolicy.fixed(max_steps)
         return HaltPolicy(max_steps=max_steps, min_steps=self.min_steps, threshold=self.halt_threshold)

@@ -37,13 +37,20 @@ def supervision_sweep(model: TRMLanguageModel, state: RecursionState, x: Tensor,
     kvs: the committed cache, already computed (several no-grad steps reading one `committed`)."""
     L = x.shape[1]
     positions = torch.arange(L, device=x.device)
-    if kvs is not None:
-        return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
+    if kvs is None:
+        kvs = step_commit(model, x, state, committed, commit_grad and grad != "none", cross_grad)
+    return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
+
+
+def step_commit(model: TRMLanguageModel, x: Tensor, state: RecursionState,
+                committed: RecursionState | None = None, grad: bool = True,
+                cross_grad: bool = False) -> list[KV]:
+    """The cache a supervision step reads: the commit of the detached `state` (or `committed`);
+    with cross_grad, straight-through into state's graph (supervision_sweep)."""
     source = (state if committed is None else committed).detach()
     if cross_grad and state.y.requires_grad:
         source = RecursionState(source.y + (state.y - state.y.detach()), source.z + (state.z - state.z.detach()))
-    kvs = commit_pass(model, x, source, grad=commit_grad and grad != "none")
-    return model.refine(state, x, positions, kvs, strictly_lower(L, x.device), grad=grad)
+    return commit_pass(model, x, source, grad=grad)
 
 
 def loss_positions(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,3 +166,15 @@ def jacobi_logits(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
                   ) -> tuple[Tensor, Tensor]:
     state, steps = jacobi_states(model, tokens, sweeps, policy)
     return model.logits(state.y), steps
+
+
+@torch.no_grad()
+def level_states(model: TRMLanguageModel, x: Tensor, steps: int) -> list[RecursionState]:
+    """cache_levels k: the states after steps 1..`steps` of every position, step s reading the
+    commit of the states after min(s - 1, k - 1) steps: the level decoder at fixed depth
+    (stepsync.py), exactly, in `steps` parallel passes."""
+    k = model.cfg.cache_levels or model.cfg.model.max_sup_steps
+    states = [model.initial_state(*x.shape[:2])]
+    for s in range(steps):
+        states.append(supervision_sweep(model, states[s], x, grad="none", committed=states[min(s, k - 1)]))
+    return states[1:]

@@ -13,10 +13,16 @@ from trmlm.lm.model import TRMLanguageModel
 
 class StepCaches:
     """levels[s] holds, per token, the commit of its state after s supervision steps
-    (s = 0 .. N_sup - 1); supervision step s + 1 of a later token reads levels[s]."""
+    (s = 0 .. k - 1, k = LMConfig.cache_levels or N_sup); supervision step s + 1 of a later token
+    reads levels[min(s, k - 1)], as training's step s + 1 does (so depth past N_sup reads the last)."""
 
     def __init__(self, model: TRMLanguageModel, batch: int, max_len: int | None = None) -> None:
-        self.levels = [KVCache.for_model(model, batch, max_len) for _ in range(model.cfg.model.max_sup_steps)]
+        count = model.cfg.cache_levels or model.cfg.model.max_sup_steps
+        self.levels = [KVCache.for_model(model, batch, max_len) for _ in range(count)]
+
+    def level(self, step: int) -> KVCache:
+        """The level supervision step `step` (1, 2, ...) reads."""
+        return self.levels[min(step, len(self.levels)) - 1]
 
     @property
     def pos(self) -> int:
@@ -33,8 +39,9 @@ class StepCaches:
 @torch.no_grad()
 def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor, policy: HaltPolicy
                      ) -> DecodeOut:
-    """Feed one token (B,): supervision step s reads level s - 1 of the earlier tokens (what
-    training's step s reads: the commit of y^(s-1)); then its states are committed level by level.
+    """Feed one token (B,): supervision step s reads level min(s, k) - 1 of the earlier tokens (what
+    training's step s reads: the commit of y^(s-1), or with cache_levels k of y^(min(s-1, k-1)));
+    then its states are committed level by level.
     A token that halts after h steps commits its last state to the levels above h (the "latest
     step" fallback), so with halting this is no longer the training pass exactly."""
     position = caches.levels[0].positions(1)
@@ -46,7 +53,7 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
     policy.begin(B, x.device, 1)
     for s in range(1, policy.max_steps + 1):
-        new = model.refine(state, x, position, caches.levels[s - 1].prefix(), None, grad="none")
+        new = model.refine(state, x, position, caches.level(s).prefix(), None, grad="none")
         state = state.where(active, new)
         steps += active.long()
         states.append(state)

@@ -18,6 +18,7 @@ from trmlm.lm.decode import decode_step, prefill, run_token_by_token, sequential
 from trmlm.lm.exits import OracleExit
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
+from trmlm.lm.stepsync import StepCaches, decode_step_sync, sequential_logits_sync
 from trmlm.lm.tasks import rungs
 from trmlm.lm.tasks.base import EASY, END, HARD, Example, TextTask
 from trmlm.lm.tokenizer import Tokenizer
@@ -34,17 +35,28 @@ class Greedy:
 
 @torch.no_grad()
 def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], max_new: int,
-                 policy: HaltPolicy, prompt_policy: HaltPolicy | None = None) -> Greedy:
+                 policy: HaltPolicy, prompt_policy: HaltPolicy | None = None,
+                 per_step_cache: bool | None = None) -> Greedy:
     """Prefill the prompts (same length) token by token, then feed back the argmax until every
     row wrote END or `max_new` tokens. Rows that finished keep decoding (their extra tokens are
     cut), so one batch stays one tensor. `prompt_policy`: the exit of the prompt tokens, if it
-    differs from the generated tokens' `policy`."""
+    differs from the generated tokens' `policy`. `per_step_cache` (TRM): the step-synchronous
+    decoder of stepsync.py (one cache level per supervision step, the training pass token by
+    token) instead of the commit-last cache; None: the model's own (per-step with cache_levels)."""
+    if per_step_cache is None:
+        per_step_cache = isinstance(model, TRMLanguageModel) and model.cfg.cache_levels > 0
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(p) for p in prompts], device=device)
     B, P = ids.shape
     t0 = time.perf_counter()
-    cache = KVCache.for_model(model, B, P + max_new)
-    out, prompt_steps = prefill(model, cache, ids, prompt_policy or policy)
+    step_fn = decode_step_sync if per_step_cache else decode_step
+    if per_step_cache:
+        cache = StepCaches(model, B, P + max_new)
+        fed = [decode_step_sync(model, cache, ids[:, i], prompt_policy or policy) for i in range(P)]
+        out, prompt_steps = fed[-1], torch.stack([o.steps for o in fed], 1)
+    else:
+        cache = KVCache.for_model(model, B, P + max_new)
+        out, prompt_steps = prefill(model, cache, ids, prompt_policy or policy)
     gen, steps = [], [prompt_steps]
     end_id = tokenizer.encode(END)[0]
     for k in range(max_new):
@@ -52,7 +64,7 @@ def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str],
         gen.append(token)
         if k == max_new - 1 or bool((torch.stack(gen, 1) == end_id).any(1).all()):
             break
-        out = decode_step(model, cache, token, policy)
+        out = step_fn(model, cache, token, policy)
         steps.append(out.steps[:, None])
     seconds = time.perf_counter() - t0
     texts = []
@@ -88,14 +100,23 @@ def flops_per_token(model: LanguageModel, steps: Tensor, keys: Tensor) -> Tensor
 @torch.no_grad()
 def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examples: list[Example],
                policy: HaltPolicy, batch: int = 64, teacher_forced: bool = True,
-               greedy: bool = True, prompt_policy: HaltPolicy | None = None) -> dict[str, Any]:
+               greedy: bool = True, prompt_policy: HaltPolicy | None = None,
+               per_step_cache: bool | None = None) -> dict[str, Any]:
     """Exact-answer accuracy (greedy, real cache, `policy` halting) overall and per rung, with
     per answer: generated tokens, KV bytes, FLOPs and ms; and, teacher-forced on the reference
     lines, token accuracy and mean supervision steps per category (a position's steps and
     accuracy are charged to the category of the token it predicts). `prompt_policy`: a separate
-    exit for the prompt tokens in greedy decoding (the teacher-forced figures use `policy`)."""
+    exit for the prompt tokens in greedy decoding (the teacher-forced figures use `policy`).
+    `per_step_cache` (TRM): every figure with the step-synchronous decoder (stepsync.py), whose
+    KV bytes per token are its levels' (N_sup, or LMConfig.cache_levels) times the commit-last
+    cache's. None: the decoder the model was trained for (per-step with cache_levels > 0)."""
+    is_trm = isinstance(model, TRMLanguageModel)
+    if per_step_cache is None:
+        per_step_cache = is_trm and model.cfg.cache_levels > 0
+    if per_step_cache and not is_trm:
+        raise ValueError("the per-step cache is a TRM decoder; a transformer has one cache")
     model.eval()
-    kv_per_token = KVCache.for_model(model, 1, 1).bytes_per_token()
+    kv_per_token = (StepCaches(model, 1, 1) if per_step_cache else KVCache.for_model(model, 1, 1)).bytes_per_token()
     per_rung: dict[str, Any] = {}
     cat_correct: dict[str, float] = defaultdict(float)
     cat_count: dict[str, float] = defaultdict(float)
@@ -110,11 +131,12 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
         for i in range(0, len(group), batch):
             chunk = group[i:i + batch]
             if teacher_forced:
-                _teacher_forced(model, tokenizer, chunk, policy, cat_correct, cat_count, cat_steps)
+                _teacher_forced(model, tokenizer, chunk, policy, cat_correct, cat_count, cat_steps,
+                                per_step_cache)
             if not greedy:   # (an oracle exit needs the true next token: teacher-forced only)
                 continue
             g = greedy_batch(model, tokenizer, [ex.prompt for ex in chunk], rung.max_target, policy,
-                             prompt_policy)
+                             prompt_policy, per_step_cache)
             r_seconds += g.seconds
             P = len(chunk[0].prompt)
             for j, (ex, text) in enumerate(zip(chunk, g.texts)):
@@ -190,7 +212,8 @@ def _mean_over(sums: dict[str, float], counts: dict[str, float], cats: tuple[str
 
 
 def _teacher_forced(model: LanguageModel, tokenizer: Tokenizer, chunk: list[Example],
-                    policy: HaltPolicy, correct: dict, count: dict, steps_sum: dict) -> None:
+                    policy: HaltPolicy, correct: dict, count: dict, steps_sum: dict,
+                    per_step_cache: bool = False) -> None:
     """Sequential real-cache decoding of the reference lines: argmax accuracy and steps of each
     position, charged to the category of its next token. An oracle exit is told each token's
     true successor before the token is refined."""
@@ -199,14 +222,17 @@ def _teacher_forced(model: LanguageModel, tokenizer: Tokenizer, chunk: list[Exam
     if isinstance(policy, OracleExit):
         targets = iter(ids[:, 1:].T)
 
+        decode_fn = decode_step_sync if per_step_cache else decode_step
+
         def step(m, cache, token, p):
             p.target = next(targets)
-            return decode_step(m, cache, token, p)
+            return decode_fn(m, cache, token, p)
 
-        logits, steps = run_token_by_token(step, model, KVCache.for_model(model, len(chunk), ids.shape[1]),
-                                           ids[:, :-1], policy)
+        cache = (StepCaches if per_step_cache else KVCache.for_model)(model, len(chunk), ids.shape[1])
+        logits, steps = run_token_by_token(step, model, cache, ids[:, :-1], policy)
     else:
-        logits, steps = sequential_logits(model, ids[:, :-1], policy)
+        decode = sequential_logits_sync if per_step_cache else sequential_logits
+        logits, steps = decode(model, ids[:, :-1], policy)
     hit = (logits.argmax(-1) == ids[:, 1:]).float()  # (B, L - 1)
     for j, ex in enumerate(chunk):
         _charge(ex, hit[j], correct, count)
