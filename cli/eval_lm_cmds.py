@@ -88,6 +88,7 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
         raise TRMError("--problems must be >= 1")
     if per_step_cache and lm.cfg.arch != "trm":
         raise TRMError(f"--per-step-cache needs a TRM checkpoint; {checkpoint} is a {lm.cfg.arch}")
+    per_step_cache = per_step_cache or lm.cfg.decodes_per_step  # (a cache_levels checkpoint's own decoder)
     task = get_task(name)
     if missing := missing_chars(lm.tokenizer, task.alphabet):
         raise TRMError(f"task {name!r} uses characters the checkpoint's tokenizer lacks: {missing!r}")
@@ -95,8 +96,7 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
     examples = task.examples(problems, seed)
     prompt_policy = HaltPolicy.fixed(policy.max_steps) if prompt_full_depth else None
     report = score_task(lm.model, lm.tokenizer, task, examples, policy, batch=max(1, batch) * 4,
-                        prompt_policy=prompt_policy, per_step_cache=per_step_cache or None)
-    per_step_cache = per_step_cache or lm.cfg.cache_levels > 0  # (a cache_levels checkpoint's own decoder)
+                        prompt_policy=prompt_policy, per_step_cache=per_step_cache)
     report.update(task=name, split=split, arch=lm.cfg.arch, parameters=lm.model.num_parameters(),
                   cache="per-step" if per_step_cache else "commit-last",
                   checkpoint=str(checkpoint), max_steps=policy.max_steps,

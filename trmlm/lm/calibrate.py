@@ -78,22 +78,19 @@ def step_states(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, max_st
     x = model.embed_tokens(tokens)  # (B, L, D)
     if model.cfg.cache_levels:
         ys = [st.y for st in level_states(model, x, max_steps)]
-        logits = [model.logits(y) for y in ys]
-        return (torch.stack(ys), torch.stack([token_cross_entropy(lg, targets, loss) for lg in logits]),
-                torch.stack([lg.argmax(-1) == targets for lg in logits]))
-    committed, _ = jacobi_states(model, tokens, sweeps, policy)
-    positions = torch.arange(L, device=tokens.device)
-    kvs = model.commit_kv(x, committed, positions)
-    mask = strictly_lower(L, tokens.device)
-    state = model.initial_state(B, L)
-    ys, ces, right = [], [], []
-    for _ in range(max_steps):
-        state = model.refine(state, x, positions, kvs, mask, grad="none")
-        logits = model.logits(state.y)
-        ys.append(state.y)
-        ces.append(token_cross_entropy(logits, targets, loss))
-        right.append(logits.argmax(-1) == targets)
-    return torch.stack(ys), torch.stack(ces), torch.stack(right)
+    else:
+        committed, _ = jacobi_states(model, tokens, sweeps, policy)
+        positions = torch.arange(L, device=tokens.device)
+        kvs = model.commit_kv(x, committed, positions)
+        mask = strictly_lower(L, tokens.device)
+        state = model.initial_state(B, L)
+        ys = []
+        for _ in range(max_steps):
+            state = model.refine(state, x, positions, kvs, mask, grad="none")
+            ys.append(state.y)
+    logits = [model.logits(y) for y in ys]
+    return (torch.stack(ys), torch.stack([token_cross_entropy(lg, targets, loss) for lg in logits]),
+            torch.stack([lg.argmax(-1) == targets for lg in logits]))
 
 
 def max_over_later_steps(x: Tensor, empty: float) -> Tensor:

@@ -33,7 +33,7 @@ class LoadedLM:
 def default_generation(cfg: LMConfig) -> GenerationConfig:
     return GenerationConfig(halt_threshold=cfg.halt.threshold, min_steps=cfg.halt.min_steps,
                             max_steps=cfg.halt.max_steps,
-                            cache="per-step" if cfg.arch == "trm" and cfg.cache_levels else "commit-last")
+                            cache="per-step" if cfg.decodes_per_step else "commit-last")
 
 
 def save_lm(path: str | Path, weights: dict[str, Tensor], cfg: LMConfig, tokenizer: Tokenizer,

@@ -203,6 +203,11 @@ class LMConfig:
         return self.iso_layers or self.model.effective_depth
 
     @property
+    def decodes_per_step(self) -> bool:
+        """Whether its own decoder is the step-synchronous one (a TRM trained with cache_levels)."""
+        return self.arch == "trm" and self.cache_levels > 0
+
+    @property
     def max_steps(self) -> int:
         return self.halt.max_steps or self.model.max_sup_steps
 

@@ -73,18 +73,8 @@ class TRMBatches:
         if not model.cache_reads_state and one_update_of_f:
             with self.runtime.autocast():
                 kvs = commit_pass(model, model.embed_tokens(inp), full_state, grad=cfg.commit_grad)
-        # cache_levels k: from step k on every step reads the commit of the states after k - 1
-        # steps: [those states, their commit]; the commit is computed once with one update per
-        # batch (per_step updates change f in between, so each step commits afresh)
-        level: list = []
-
         def advance(state, weighted: bool):  # one supervision step from `state` (in autocast)
             x = model.embed_tokens(inp)
-            if level:
-                grad = "last_cycle" if weighted else "none"
-                if per_batch:
-                    return supervision_sweep(model, state, x, kvs=level[1], grad=grad)
-                return supervision_sweep(model, state, x, commit_grad=cfg.commit_grad, committed=level[0], grad=grad)
             grad = "last_cycle" if weighted else "none"
             if index is not None:
                 step_kvs = kvs if kvs is not None else commit_pass(
@@ -99,9 +89,14 @@ class TRMBatches:
             last = s == S - 1
             tgt = final_tgt if step_tgt is None else step_tgt[s]  # (step_targets: the config needs depth N_sup)
             with self.runtime.autocast():
-                if cfg.cache_levels and s == cfg.cache_levels - 1:  # the last level, read from here on
-                    level[:] = [state.detach(), step_commit(model, model.embed_tokens(inp), state, grad=cfg.commit_grad,
-                                                            cross_grad=cfg.cross_grad) if per_batch else None]
+                if cfg.cache_levels and s == cfg.cache_levels - 1:
+                    # cache_levels k: from step k on (hold steps too) every step reads the commit
+                    # of these states, computed once with one update per batch (per_step updates
+                    # change f in between, so there each step commits them afresh)
+                    committed = state.detach()
+                    if per_batch:
+                        kvs = step_commit(model, model.embed_tokens(inp), state, grad=cfg.commit_grad,
+                                          cross_grad=cfg.cross_grad)
                 new = advance(state, weights[s] > 0)
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L) or (B, S)

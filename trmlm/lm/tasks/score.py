@@ -14,7 +14,7 @@ from torch import Tensor
 from trmlm.bench.common import decode_flops_per_token
 from trmlm.flops import f_forward_flops
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import decode_step, prefill, run_token_by_token, sequential_logits
+from trmlm.lm.decode import DecodeOut, decode_step, prefill, run_token_by_token, sequential_logits
 from trmlm.lm.exits import OracleExit
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
@@ -44,7 +44,7 @@ def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str],
     decoder of stepsync.py (one cache level per supervision step, the training pass token by
     token) instead of the commit-last cache; None: the model's own (per-step with cache_levels)."""
     if per_step_cache is None:
-        per_step_cache = isinstance(model, TRMLanguageModel) and model.cfg.cache_levels > 0
+        per_step_cache = model.cfg.decodes_per_step
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(p) for p in prompts], device=device)
     B, P = ids.shape
@@ -52,8 +52,8 @@ def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str],
     step_fn = decode_step_sync if per_step_cache else decode_step
     if per_step_cache:
         cache = StepCaches(model, B, P + max_new)
-        fed = [decode_step_sync(model, cache, ids[:, i], prompt_policy or policy) for i in range(P)]
-        out, prompt_steps = fed[-1], torch.stack([o.steps for o in fed], 1)
+        logits, prompt_steps = run_token_by_token(decode_step_sync, model, cache, ids, prompt_policy or policy)
+        out = DecodeOut(logits[:, -1], prompt_steps[:, -1])
     else:
         cache = KVCache.for_model(model, B, P + max_new)
         out, prompt_steps = prefill(model, cache, ids, prompt_policy or policy)
@@ -110,10 +110,9 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
     `per_step_cache` (TRM): every figure with the step-synchronous decoder (stepsync.py), whose
     KV bytes per token are its levels' (N_sup, or LMConfig.cache_levels) times the commit-last
     cache's. None: the decoder the model was trained for (per-step with cache_levels > 0)."""
-    is_trm = isinstance(model, TRMLanguageModel)
     if per_step_cache is None:
-        per_step_cache = is_trm and model.cfg.cache_levels > 0
-    if per_step_cache and not is_trm:
+        per_step_cache = model.cfg.decodes_per_step
+    if per_step_cache and not isinstance(model, TRMLanguageModel):
         raise ValueError("the per-step cache is a TRM decoder; a transformer has one cache")
     model.eval()
     kv_per_token = (StepCaches(model, 1, 1) if per_step_cache else KVCache.for_model(model, 1, 1)).bytes_per_token()
