@@ -4,6 +4,8 @@
     python benchmarks/lm_token_cost.py --preset lm-sudoku-text-cpu --batches 8 --out /tmp/sudoku_cost.json
     python benchmarks/lm_token_cost.py --group step-targets --batches 100 \
         --out benchmarks/results/lm_token_cost_step_targets.json
+    python benchmarks/lm_token_cost.py --group state-cache --batches 60 \
+        --out benchmarks/results/lm_token_cost_state_cache.json
 
 Each variant is a Trainer built from the preset (a task preset) plus its `--set` overrides (every
 TRM variant with the token cache and the loss on the answers), fed real batches of the preset's task (`Trainer.train_batch`: forward, backward, optimizer step). The variants take
@@ -47,7 +49,19 @@ STEP_VARIANTS = {
     "trm, step targets (N_sup 3, one update per batch)": STEPS,
     "trm, step targets and hold_steps 3": [*STEPS, "hold_steps=3"],
 }
-GROUPS = {"recipes": VARIANTS, "step-targets": STEP_VARIANTS}
+# --group state-cache: the step-target recipe with the last step weighted most, with the token
+# cache and with the two-level state cache (cache_levels 2), refining every position or only the
+# positions with loss (the others keep their initial state)
+LINEAR = ["model.max_sup_steps=3", "step_weights=linear", "updates=per_batch", "step_targets=true"]
+STATE = ["commit_input=x+y+z", "data.loss_on=target", "cross_grad=true", "train_cache=previous_step",
+         "cache_levels=2", *LINEAR]
+STATE_VARIANTS = {
+    "transformer (batch 16)": VARIANTS["transformer (batch 16)"],
+    "trm, step targets, last weighted most, token cache": [*TARGETS, "refine_on=loss", *LINEAR],
+    "trm, the same, state cache (2 levels), every position refined": [*STATE, "refine_on=all"],
+    "trm, the same, state cache (2 levels), the loss positions refined": [*STATE, "refine_on=loss"],
+}
+GROUPS = {"recipes": VARIANTS, "step-targets": STEP_VARIANTS, "state-cache": STATE_VARIANTS}
 
 
 def build(preset: str, overrides: list[str]):

@@ -39,3 +39,15 @@ def held_out_accuracy(checkpoint, task: str, n: int) -> dict:
     solved = mod.score(inputs, pred, labels) if hasattr(mod, "score") else (pred == labels).all(-1)
     return {"predictions": pred, "exact_acc": float(np.mean(solved)),
             "cell_acc": float((pred == labels).mean()), "n": len(inputs)}
+
+
+class DigitChars:
+    """A tokenizer of the digit tasks' characters as ids 0..16 (for models with vocab_size 17)."""
+
+    alphabet = "0123456789+=\n*c|x"
+
+    def encode(self, text):
+        return [self.alphabet.index(c) for c in text]
+
+    def decode(self, ids):
+        return "".join(self.alphabet[i] for i in ids)

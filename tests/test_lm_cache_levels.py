@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from model_checks import DigitChars
 
 from trmlm.cli.common import configs_dir
 from trmlm.lm.cache import KVCache
@@ -115,21 +116,13 @@ def test_a_levels_checkpoint_is_scored_and_sampled_with_its_own_decoder():
     assert default_generation(model.cfg).cache == "per-step"
     assert default_generation(_model(0).cfg).cache == "commit-last"
 
-    class Chars:  # the digits task's characters as ids 0..16
-        alphabet = "0123456789+=\n*c|x"
-
-        def encode(self, text):
-            return [self.alphabet.index(c) for c in text]
-
-        def decode(self, ids):
-            return "".join(self.alphabet[i] for i in ids)
 
     task = get_task("add-1")
     examples = task.examples(4, seed=3)
     policy = HaltPolicy.fixed(3)
-    own = score_task(model, Chars(), task, examples, policy, batch=4)
-    levels = score_task(model, Chars(), task, examples, policy, batch=4, per_step_cache=True)
-    last = score_task(model, Chars(), task, examples, policy, batch=4, per_step_cache=False)
+    own = score_task(model, DigitChars(), task, examples, policy, batch=4)
+    levels = score_task(model, DigitChars(), task, examples, policy, batch=4, per_step_cache=True)
+    last = score_task(model, DigitChars(), task, examples, policy, batch=4, per_step_cache=False)
     assert own["token_acc"] == levels["token_acc"]
     rung = own["per_rung"]["add-1"]
     assert rung["kv_bytes_per_answer"] == 2 * last["per_rung"]["add-1"]["kv_bytes_per_answer"]

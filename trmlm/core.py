@@ -29,8 +29,9 @@ class RecursionState:
         return RecursionState(self.y.detach(), self.z.detach())
 
     def where(self, mask: Tensor, other: RecursionState) -> RecursionState:
-        """Per-example select: `other` where mask (B,) is True, self elsewhere."""
-        m = mask.view(-1, *([1] * (self.y.dim() - 1)))
+        """Per-example (mask (B,)) or per-position (mask (B, L)) select: `other` where mask is True,
+        self elsewhere."""
+        m = mask.view(*mask.shape, *([1] * (self.y.dim() - mask.dim())))
         return RecursionState(torch.where(m, other.y, self.y), torch.where(m, other.z, self.z))
 
 

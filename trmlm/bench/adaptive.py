@@ -15,12 +15,12 @@ from torch import Tensor
 
 from trmlm.bench.common import decode_flops_per_token, hardware, sync
 from trmlm.errors import TRMError
-from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import decode_step, prefill, run_token_by_token
+from trmlm.lm.decode import run_token_by_token
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.evaluate import bits_per_char
 from trmlm.lm.exits import ArgmaxExit, KLExit, OracleExit, RandomExit
 from trmlm.lm.model import TRMLanguageModel
+from trmlm.lm.stepsync import own_decoder, prefill_into
 
 PPL_TOLERANCE = 1.01   # target: <= 1% worse sequential perplexity than the deepest fixed depth
 
@@ -66,32 +66,33 @@ def exits_for(max_steps: int, s: AdaptiveSettings) -> list[Exit]:
     return rows
 
 
-def _told_targets(targets: Tensor):
-    """decode_step for the oracle: before each token it is told that token's true successor
+def _told_targets(step_fn, targets: Tensor):
+    """step_fn for the oracle: before each token it is told that token's true successor
     (targets (L, 1), in order)."""
     it = iter(targets)
 
     def step(model, cache, token, policy):
         policy.target = next(it)
-        return decode_step(model, cache, token, policy)
+        return step_fn(model, cache, token, policy)
 
     return step
 
 
 @torch.no_grad()
 def run_exit(model: TRMLanguageModel, windows: Tensor, rule: HaltPolicy) -> dict[str, Tensor | float]:
-    """Teacher-forced sequential decoding of windows (W, L + 1) at batch 1 with the commit-last
-    cache (decode.run_token_by_token): per predicted token its NLL (nats), argmax, steps and
-    attended keys; wall seconds."""
+    """Teacher-forced sequential decoding of windows (W, L + 1) at batch 1 with the model's own
+    cache (commit-last, or the per-step levels of a cache_levels TRM; decode.run_token_by_token):
+    per predicted token its NLL (nats), argmax, steps and attended keys; wall seconds."""
     nll, top, steps = [], [], []
     seconds = 0.0
     L = windows.shape[1] - 1
     device = next(model.parameters()).device
+    make_cache, decode = own_decoder(model)
     for w in windows.to(device):
-        step_fn = _told_targets(w[1:, None]) if isinstance(rule, OracleExit) else decode_step
+        step_fn = _told_targets(decode, w[1:, None]) if isinstance(rule, OracleExit) else decode
         sync(device)
         t0 = time.perf_counter()
-        logits, s = run_token_by_token(step_fn, model, KVCache.for_model(model, 1, L), w[None, :-1], rule)
+        logits, s = run_token_by_token(step_fn, model, make_cache(model, 1, L), w[None, :-1], rule)
         sync(device)
         seconds += time.perf_counter() - t0
         logp = torch.log_softmax(logits[0].float(), dim=-1)  # (L, V)
@@ -105,15 +106,18 @@ def run_exit(model: TRMLanguageModel, windows: Tensor, rule: HaltPolicy) -> dict
 
 @torch.no_grad()
 def greedy_continuations(model: TRMLanguageModel, prompts: Tensor, rule: HaltPolicy, new_tokens: int) -> Tensor:
-    """Greedy continuation (B, new_tokens) of prompts (B, P), sequential prefill, per-sequence exits."""
+    """Greedy continuation (B, new_tokens) of prompts (B, P), sequential prefill, per-sequence
+    exits, the model's own cache."""
     B, P = prompts.shape
-    cache = KVCache.for_model(model, B, P + new_tokens)
-    out, _ = prefill(model, cache, prompts.to(cache.k.device), rule)
+    make_cache, decode = own_decoder(model)
+    cache = make_cache(model, B, P + new_tokens)
+    prompts = prompts.to(next(model.parameters()).device)
+    out, _ = prefill_into(model, cache, prompts, rule)
     tokens = []
     for j in range(new_tokens):
         tokens.append(out.logits.argmax(-1))
         if j < new_tokens - 1:
-            out = decode_step(model, cache, tokens[-1], rule)
+            out = decode(model, cache, tokens[-1], rule)
     return torch.stack(tokens, 1).cpu()
 
 
@@ -179,7 +183,7 @@ def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token
         raise TRMError("--adaptive-compute needs a TRM checkpoint (arch trm), not a transformer baseline")
     model.eval()
     max_steps = model.cfg.model.max_sup_steps
-    bytes_per_token = KVCache.for_model(model, 1, 1).bytes_per_token()
+    bytes_per_token = own_decoder(model)[0](model, 1, 1).bytes_per_token()
     exits = exits_for(max_steps, settings)
     per_exit = windows[:, 1:].numel()
     n_prompts = min(settings.n_prompts, windows.shape[0])

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trmlm.errors import TRMError
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, strictly_lower
 from trmlm.lm.objective import halt_label
@@ -69,15 +70,16 @@ class CalibrationConfig:
 
 @torch.no_grad()
 def step_states(model: TRMLanguageModel, tokens: Tensor, targets: Tensor, max_steps: int,
-                policy: HaltPolicy, sweeps: int, loss: str = "softmax") -> tuple[Tensor, Tensor, Tensor]:
+                policy: HaltPolicy, sweeps: int, loss: str = "softmax", refine: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
     """y_s (S, B, L, D), CE_s (S, B, L) and whether the top token is the target, right_s (S, B, L),
     after every step s = 1..max_steps of every position, each refined from its initial state
     against the cache that decoding under `policy` commits (cache_levels: the level decoder's
-    states at full depth)."""
+    states at full depth; `refine` (B, L): the positions it refines, refine_on "loss")."""
     B, L = tokens.shape
     x = model.embed_tokens(tokens)  # (B, L, D)
     if model.cfg.cache_levels:
-        ys = [st.y for st in level_states(model, x, max_steps)]
+        ys = [st.y for st in level_states(model, x, max_steps, refine)]
     else:
         committed, _ = jacobi_states(model, tokens, sweeps, policy)
         positions = torch.arange(L, device=tokens.device)
@@ -157,10 +159,16 @@ def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: Calibration
     loss_kind = model.cfg.train.loss
     policy = HaltPolicy.fixed(M)  # round 1: the full-depth cache
     rounds = []
+    refine = None
+    if model.cfg.cache_levels and model.cfg.refine_on == "loss":  # it refines the scored positions alone
+        if scored is None:
+            raise TRMError("a model trained with refine_on=loss is calibrated on its scored positions (--scored targets)")
+        refine = scored.to(windows.device).split(cfg.chunk)
     for r in range(cfg.rounds):
         ys, ces, rights = [], [], []
-        for w in windows.split(cfg.chunk):
-            y, ce, right = step_states(model, w[:, :-1], w[:, 1:], M, policy, cfg.sweeps, loss_kind)
+        for i, w in enumerate(windows.split(cfg.chunk)):
+            y, ce, right = step_states(model, w[:, :-1], w[:, 1:], M, policy, cfg.sweeps, loss_kind,
+                                       None if refine is None else refine[i])
             ys.append(y)
             ces.append(ce)
             rights.append(right)

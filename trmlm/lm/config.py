@@ -142,8 +142,10 @@ class LMConfig:
     # plain cost per batch, then kept past N_sup. 0 = from the start.
     hold_from: float = 0.0
     # "loss": training refines only the positions that carry cross-entropy (data.loss_on target),
-    # gathered per row; the others' states reach nothing, because with the token cache
-    # (commit_input "x") no state is committed: exact, at (loss positions / L) of the refinement cost.
+    # gathered per row, at (loss positions / L) of the refinement cost. With the token cache
+    # (commit_input "x") the others' states reach nothing: exact. With cache_levels the others keep
+    # their initial state, committed as such (a token-only entry), in training and in decoding,
+    # which refines the last prompt token and the generated ones.
     refine_on: Literal["all", "loss"] = "all"
     iso_layers: int = 0            # transformer-iso depth; 0 = model.effective_depth = T (n+1) layers
     data: DataConfig = field(default_factory=DataConfig)
@@ -170,9 +172,10 @@ class LMConfig:
                              "train_cache=previous_step and updates per_step or per_batch")
         if self.cross_grad and self.updates != "per_batch":
             raise ValueError("cross_grad needs updates=per_batch (the gradient crosses supervision steps)")
-        if self.refine_on == "loss" and (self.commit_input != "x" or self.data.loss_on != "target"
-                                         or self.updates == "sampled"):
-            raise ValueError("refine_on=loss needs commit_input=x (a cache no state reaches), "
+        if self.refine_on == "loss" and ((self.commit_input != "x" and not self.cache_levels)
+                                         or self.data.loss_on != "target" or self.updates == "sampled"):
+            raise ValueError("refine_on=loss needs commit_input=x (a cache no state reaches) or cache_levels "
+                             "(the others' states stay initial in training and decoding), "
                              "data.loss_on=target and updates per_step or per_batch (refine_on=all otherwise)")
         if self.train_depth_min and (self.step_weights != "last" or self.updates == "sampled"
                                      or not 1 <= self.train_depth_min <= self.model.max_sup_steps):

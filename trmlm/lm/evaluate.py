@@ -77,7 +77,8 @@ def evaluate_lm(model: LanguageModel, cfg: LMConfig, data: TokenData, parallel_t
     """Held-out bits/char: the parallel estimate on `parallel_tokens`, and on the first
     `sequential_tokens` (if > 0) the sequential real-cache figure with halting (`policy`,
     default: the config's), at full depth (TRM), and the parallel estimate on the same windows
-    (so that the train/inference gap is like for like)."""
+    (so that the train/inference gap is like for like). A TRM trained with cache_levels is
+    decoded with its own per-step cache throughout (`decoder` says which)."""
     model.eval()
     cpt, L = data.val_chars_per_token, cfg.context
     par = parallel_estimate(model, eval_windows(data.val, L, parallel_tokens, data.val_row_length), batch)
@@ -89,16 +90,18 @@ def evaluate_lm(model: LanguageModel, cfg: LMConfig, data: TokenData, parallel_t
     windows = eval_windows(data.val, L, sequential_tokens, data.val_row_length)
     policy = policy or HaltPolicy(max_steps=cfg.max_steps, min_steps=cfg.halt.min_steps,
                                   threshold=cfg.halt.threshold)
-    seq = sequential_eval(model, windows, batch, policy)
+    own = cfg.decodes_per_step
+    seq = sequential_eval(model, windows, batch, policy, per_step_cache=own)
     out.update(bpc_sequential=bits_per_char(seq["nll_sequential"], cpt), steps_mean=seq["steps_mean"],
                steps_p50=seq["steps_p50"], steps_p90=seq["steps_p90"], steps_max=seq["steps_max"],
                seq_tokens_per_s=seq["seq_tokens_per_s"], eval_tokens=int(windows[:, 1:].numel()))
     same = parallel_estimate(model, windows, batch)
     out["bpc_parallel_same_windows"] = bits_per_char(same["nll_parallel"], cpt)
     if isinstance(model, TRMLanguageModel):
-        full = sequential_eval(model, windows, batch, HaltPolicy.fixed(cfg.model.max_sup_steps))
+        full = sequential_eval(model, windows, batch, HaltPolicy.fixed(cfg.model.max_sup_steps), own)
         out["bpc_sequential_full_depth"] = bits_per_char(full["nll_sequential"], cpt)
-        if per_step_cache:  # the per-step-cache decoder, with the same halting policy
+        out["decoder"] = "per-step" if own else "commit-last"
+        if per_step_cache and not own:  # the per-step-cache decoder, with the same halting policy
             sync = sequential_eval(model, windows, batch, policy, per_step_cache=True)
             out.update(bpc_sequential_per_step_cache=bits_per_char(sync["nll_sequential"], cpt),
                        steps_mean_per_step_cache=sync["steps_mean"])

@@ -9,12 +9,10 @@ from typing import Iterator, Literal
 import torch
 
 from trmlm.errors import TRMError
-from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import decode_step, prefill
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
 from trmlm.lm.sampling import apply_repetition_penalty, sample
-from trmlm.lm.stepsync import StepCaches, decode_step_sync
+from trmlm.lm.stepsync import own_decoder, prefill_into
 from trmlm.lm.tokenizer import Tokenizer
 
 
@@ -95,13 +93,8 @@ class SampleDone:
 
 def _start(model: LanguageModel, per_step: bool, ids: torch.Tensor, policy: HaltPolicy):
     """A fresh cache with the tokens ids (1, P) fed; returns (cache, DecodeOut of the last)."""
-    if not per_step:
-        cache = KVCache.for_model(model, 1)
-        return cache, prefill(model, cache, ids, policy)[0]
-    cache = StepCaches(model, 1)
-    for i in range(ids.shape[1]):
-        out = decode_step_sync(model, cache, ids[:, i], policy)
-    return cache, out
+    cache = own_decoder(model, per_step)[0](model, 1, None)
+    return cache, prefill_into(model, cache, ids, policy)[0]
 
 
 def _held_back(text: str, stops: list[str]) -> int:
@@ -132,7 +125,7 @@ def generate(model: LanguageModel, tokenizer: Tokenizer, prompt: str, gcfg: Gene
     per_step = gcfg.cache == "per-step"
     if per_step and not isinstance(model, TRMLanguageModel):
         raise TRMError("--cache per-step needs a TRM checkpoint (the baselines have no recursion)")
-    step_fn = decode_step_sync if per_step else decode_step
+    step_fn = own_decoder(model, per_step)[1]
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(gcfg.seed)
     prompt_ids = torch.tensor([ids], device=device)

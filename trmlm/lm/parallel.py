@@ -69,12 +69,22 @@ def take_positions(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
+def put_positions(full: RecursionState, index: Tensor, valid: Tensor, part: RecursionState) -> RecursionState:
+    """`full` (B, L, D) with the gathered positions `index` (B, S) that are `valid` replaced by
+    `part` (B, S, D): the inverse of take_positions, differentiable in both."""
+    rows = torch.arange(index.shape[0], device=index.device)[:, None].expand_as(index)[valid]
+    cols = index[valid]
+    return RecursionState(full.y.index_put((rows, cols), part.y[valid]),
+                          full.z.index_put((rows, cols), part.z[valid]))
+
+
 def refine_at(model: TRMLanguageModel, state: RecursionState, x: Tensor, index: Tensor,
               kvs: list[KV], grad: GradMode = "last_cycle") -> RecursionState:
     """One supervision step of the gathered positions `index` (B, S) only (states and x (B, S, D)),
     each reading the committed cache `kvs` (B, H, L, Dh) strictly to its left plus its own live
-    K/V: the same result as supervision_sweep at those positions, at S/L of its cost. Exact only
-    where the cache reads no states (commit_input "x"): the other positions' states reach nothing."""
+    K/V: the same result as supervision_sweep at those positions, at S/L of its cost. Exact where
+    the cache reads no states (commit_input "x"), or where it is the commit of states in which
+    the other positions are initial (put_positions; refine_on "loss" with cache_levels)."""
     L = kvs[0][0].shape[2]
     prefix_mask = torch.arange(L, device=x.device)[None, None] < index[..., None]  # (B, S, L)
     return model.refine(state, x, index, kvs, prefix_mask, grad=grad)
@@ -109,8 +119,11 @@ def training_style_losses(model: TRMLanguageModel, tokens: Tensor, targets: Tens
                           loss_fn) -> list[Tensor]:
     """The fast parallel estimate: `steps` supervision sweeps computed as in training (cache of
     the previous step, or with train_cache=final_sweep the cache of a first no-grad pass);
-    per-token losses (B, L) after each step."""
+    per-token losses (B, L) after each step. With cache_levels it is the level decoder's own
+    pass (level_states), which equals sequential decoding at fixed depth."""
     x = model.embed_tokens(tokens)
+    if model.cfg.cache_levels:
+        return [loss_fn(model.logits(st.y), targets) for st in level_states(model, x, steps)]
     committed = None
     if model.cfg.train_cache in ("final_sweep", "mixed") and model.cache_reads_state:  # mixed: report its final-cache half
         committed = final_sweep_states(model, x, steps)
@@ -169,12 +182,16 @@ def jacobi_logits(model: TRMLanguageModel, tokens: Tensor, sweeps: int, policy: 
 
 
 @torch.no_grad()
-def level_states(model: TRMLanguageModel, x: Tensor, steps: int) -> list[RecursionState]:
+def level_states(model: TRMLanguageModel, x: Tensor, steps: int, refine: Tensor | None = None
+                 ) -> list[RecursionState]:
     """cache_levels k: the states after steps 1..`steps` of every position, step s reading the
     commit of the states after min(s - 1, k - 1) steps: the level decoder at fixed depth
-    (stepsync.py), exactly, in `steps` parallel passes."""
+    (stepsync.py), exactly, in `steps` parallel passes. `refine` (B, L) bool: only those
+    positions are refined, the others keep their initial state (refine_on "loss")."""
     k = model.cfg.cache_levels or model.cfg.model.max_sup_steps
-    states = [model.initial_state(*x.shape[:2])]
+    initial = model.initial_state(*x.shape[:2])
+    states = [initial]
     for s in range(steps):
-        states.append(supervision_sweep(model, states[s], x, grad="none", committed=states[min(s, k - 1)]))
+        new = supervision_sweep(model, states[s], x, grad="none", committed=states[min(s, k - 1)])
+        states.append(new if refine is None else initial.where(refine, new))
     return states[1:]

@@ -6,9 +6,9 @@ import torch
 from torch import Tensor
 
 from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import DecodeOut, run_token_by_token
+from trmlm.lm.decode import DecodeOut, decode_step, prefill, run_token_by_token
 from trmlm.lm.halting import HaltPolicy
-from trmlm.lm.model import TRMLanguageModel
+from trmlm.lm.model import LanguageModel, TRMLanguageModel
 
 
 class StepCaches:
@@ -37,22 +37,26 @@ class StepCaches:
 
 
 @torch.no_grad()
-def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor, policy: HaltPolicy
-                     ) -> DecodeOut:
+def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor, policy: HaltPolicy,
+                     refine: Tensor | None = None) -> DecodeOut:
     """Feed one token (B,): supervision step s reads level min(s, k) - 1 of the earlier tokens (what
     training's step s reads: the commit of y^(s-1), or with cache_levels k of y^(min(s-1, k-1)));
     then its states are committed level by level.
     A token that halts after h steps commits its last state to the levels above h (the "latest
-    step" fallback), so with halting this is no longer the training pass exactly."""
+    step" fallback), so with halting this is no longer the training pass exactly.
+    `refine` (B,) bool: rows whose token is not refined keep the initial state at every level
+    and report 0 steps (refine_on "loss": a prompt token before the last)."""
     position = caches.levels[0].positions(1)
     x = model.embed_tokens(token[:, None])  # (B, 1, D)
     B = x.shape[0]
     state = model.initial_state(B, 1)
     states = [state]
-    active = torch.ones(B, dtype=torch.bool, device=x.device)
+    active = torch.ones(B, dtype=torch.bool, device=x.device) if refine is None else refine.clone()
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
     policy.begin(B, x.device, 1)
     for s in range(1, policy.max_steps + 1):
+        if not bool(active.any()):
+            break
         new = model.refine(state, x, position, caches.level(s).prefix(), None, grad="none")
         state = state.where(active, new)
         steps += active.long()
@@ -60,8 +64,6 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
         halt = policy.halt(s, state.y, model)  # (B, 1): the halting rule decode.refine_token applies
         if halt is not None:
             active = active & ~halt[:, 0]
-        if not bool(active.any()):
-            break
     for s, level in enumerate(caches.levels):
         level.commit(model.commit_kv(x, states[min(s, len(states) - 1)], position, level.prefix()))
     # The rule's final choice (e.g. the oracle's best step) is what the token predicts from; the
@@ -71,8 +73,43 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
 
 
 @torch.no_grad()
-def sequential_logits_sync(model: TRMLanguageModel, tokens: Tensor, policy: HaltPolicy
-                           ) -> tuple[Tensor, Tensor]:
-    """Token-by-token step-synchronous evaluation of tokens (B, L): logits (B, L, V), steps (B, L)."""
+def sequential_logits_sync(model: TRMLanguageModel, tokens: Tensor, policy: HaltPolicy,
+                           refine: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Token-by-token step-synchronous evaluation of tokens (B, L): logits (B, L, V), steps (B, L).
+    `refine` (B, L) bool: the positions refined (decode_step_sync), None = all."""
     B, L = tokens.shape
-    return run_token_by_token(decode_step_sync, model, StepCaches(model, B, L), tokens, policy)
+    return run_token_by_token(refining(decode_step_sync, refine), model, StepCaches(model, B, L), tokens, policy)
+
+
+def refining(step_fn, refine: Tensor | None):
+    """step_fn told, token by token, which rows to refine (`refine` (B, L) bool, in order; None = all)."""
+    if refine is None:
+        return step_fn
+    columns = iter(refine.T)
+
+    def step(model, caches, token, policy):
+        return step_fn(model, caches, token, policy, refine=next(columns))
+
+    return step
+
+
+def own_decoder(model: LanguageModel, per_step_cache: bool | None = None):
+    """(cache factory, step function) of sequential decoding: this module's per-step levels
+    (`per_step_cache`, or None and a TRM trained with cache_levels) or the commit-last cache.
+    The factory is called as (model, batch, max_len)."""
+    if per_step_cache is None:
+        per_step_cache = model.cfg.decodes_per_step
+    return (StepCaches, decode_step_sync) if per_step_cache else (KVCache.for_model, decode_step)
+
+
+def prefill_into(model: LanguageModel, cache, tokens: Tensor, policy: HaltPolicy) -> tuple[DecodeOut, Tensor]:
+    """decode.prefill for either cache of own_decoder: StepCaches are filled token by token (the
+    level decoder has no parallel prefill). Returns the last token's DecodeOut and the prompt's steps."""
+    if isinstance(cache, StepCaches):
+        refine = None
+        if model.cfg.refine_on == "loss":  # (trained so: only the last prompt token is refined)
+            refine = torch.zeros_like(tokens, dtype=torch.bool)
+            refine[:, -1] = True
+        logits, steps = run_token_by_token(refining(decode_step_sync, refine), model, cache, tokens, policy)
+        return DecodeOut(logits[:, -1], steps[:, -1]), steps
+    return prefill(model, cache, tokens, policy)

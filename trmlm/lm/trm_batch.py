@@ -12,8 +12,8 @@ from torch import Tensor
 from trmlm.distributed import DeepSpeedStepper
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.objective import halt_loss, masked_mean, step_log, step_weights
-from trmlm.lm.parallel import (commit_pass, final_sweep_states, loss_positions, refine_at, step_commit,
-                               supervision_sweep, take_positions)
+from trmlm.lm.parallel import (commit_pass, final_sweep_states, loss_positions, put_positions, refine_at,
+                               step_commit, supervision_sweep, take_positions)
 from trmlm.losses import token_cross_entropy
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class TRMBatches:
         per_batch = cfg.updates == "per_batch"
         state = full_state = model.initial_state(*inp.shape)
         index, halt_mask = None, None
-        if cfg.refine_on == "loss":  # refine only the positions with loss (exact with the token cache)
+        if cfg.refine_on == "loss":  # refine only the positions with loss (the others stay initial)
             index, halt_mask = loss_positions(mask)
             tgt, mask = tgt.gather(1, index), halt_mask
             if step_tgt is not None:
@@ -76,9 +76,9 @@ class TRMBatches:
         def advance(state, weighted: bool):  # one supervision step from `state` (in autocast)
             x = model.embed_tokens(inp)
             grad = "last_cycle" if weighted else "none"
-            if index is not None:
+            if index is not None:  # (committed: the level's full states, with cache_levels)
                 step_kvs = kvs if kvs is not None else commit_pass(
-                    model, x, full_state, grad=cfg.commit_grad and weighted)
+                    model, x, full_state if committed is None else committed, grad=cfg.commit_grad and weighted)
                 return refine_at(model, state, take_positions(x, index), index, step_kvs, grad=grad)
             return supervision_sweep(model, state, x, commit_grad=cfg.commit_grad, committed=committed,
                                      cross_grad=cfg.cross_grad, kvs=kvs, grad=grad)
@@ -92,10 +92,12 @@ class TRMBatches:
                 if cfg.cache_levels and s == cfg.cache_levels - 1:
                     # cache_levels k: from step k on (hold steps too) every step reads the commit
                     # of these states, computed once with one update per batch (per_step updates
-                    # change f in between, so there each step commits them afresh)
-                    committed = state.detach()
+                    # change f in between, so there each step commits them afresh). refine_on
+                    # "loss": the refined positions' states among the others' initial ones.
+                    level = state if index is None else put_positions(full_state, index, halt_mask, state)
+                    committed = level.detach()
                     if per_batch:
-                        kvs = step_commit(model, model.embed_tokens(inp), state, grad=cfg.commit_grad,
+                        kvs = step_commit(model, model.embed_tokens(inp), level, grad=cfg.commit_grad,
                                           cross_grad=cfg.cross_grad)
                 new = advance(state, weights[s] > 0)
                 logits = model.logits(new.y)

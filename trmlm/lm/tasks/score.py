@@ -13,12 +13,11 @@ from torch import Tensor
 
 from trmlm.bench.common import decode_flops_per_token
 from trmlm.flops import f_forward_flops
-from trmlm.lm.cache import KVCache
-from trmlm.lm.decode import DecodeOut, decode_step, prefill, run_token_by_token, sequential_logits
+from trmlm.lm.decode import run_token_by_token
 from trmlm.lm.exits import OracleExit
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import LanguageModel, TRMLanguageModel
-from trmlm.lm.stepsync import StepCaches, decode_step_sync, sequential_logits_sync
+from trmlm.lm.stepsync import own_decoder, prefill_into, refining
 from trmlm.lm.tasks import rungs
 from trmlm.lm.tasks.base import EASY, END, HARD, Example, TextTask
 from trmlm.lm.tokenizer import Tokenizer
@@ -49,14 +48,9 @@ def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str],
     ids = torch.tensor([tokenizer.encode(p) for p in prompts], device=device)
     B, P = ids.shape
     t0 = time.perf_counter()
-    step_fn = decode_step_sync if per_step_cache else decode_step
-    if per_step_cache:
-        cache = StepCaches(model, B, P + max_new)
-        logits, prompt_steps = run_token_by_token(decode_step_sync, model, cache, ids, prompt_policy or policy)
-        out = DecodeOut(logits[:, -1], prompt_steps[:, -1])
-    else:
-        cache = KVCache.for_model(model, B, P + max_new)
-        out, prompt_steps = prefill(model, cache, ids, prompt_policy or policy)
+    make_cache, step_fn = own_decoder(model, per_step_cache)
+    cache = make_cache(model, B, P + max_new)
+    out, prompt_steps = prefill_into(model, cache, ids, prompt_policy or policy)
     gen, steps = [], [prompt_steps]
     end_id = tokenizer.encode(END)[0]
     for k in range(max_new):
@@ -115,7 +109,7 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
     if per_step_cache and not isinstance(model, TRMLanguageModel):
         raise ValueError("the per-step cache is a TRM decoder; a transformer has one cache")
     model.eval()
-    kv_per_token = (StepCaches(model, 1, 1) if per_step_cache else KVCache.for_model(model, 1, 1)).bytes_per_token()
+    kv_per_token = own_decoder(model, per_step_cache)[0](model, 1, 1).bytes_per_token()
     per_rung: dict[str, Any] = {}
     cat_correct: dict[str, float] = defaultdict(float)
     cat_count: dict[str, float] = defaultdict(float)
@@ -218,20 +212,19 @@ def _teacher_forced(model: LanguageModel, tokenizer: Tokenizer, chunk: list[Exam
     true successor before the token is refined."""
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(ex.text) for ex in chunk], device=device)  # (B, L)
+    make_cache, step_fn = own_decoder(model, per_step_cache)
+    if per_step_cache and model.cfg.refine_on == "loss":  # (trained so: the prompt before its last token stays initial)
+        first = torch.tensor([len(tokenizer.encode(ex.prompt)) - 1 for ex in chunk], device=device)
+        step_fn = refining(step_fn, torch.arange(ids.shape[1] - 1, device=device)[None] >= first[:, None])
     if isinstance(policy, OracleExit):
-        targets = iter(ids[:, 1:].T)
+        targets, decode_fn = iter(ids[:, 1:].T), step_fn
 
-        decode_fn = decode_step_sync if per_step_cache else decode_step
-
-        def step(m, cache, token, p):
+        def step_fn(m, cache, token, p):
             p.target = next(targets)
             return decode_fn(m, cache, token, p)
 
-        cache = (StepCaches if per_step_cache else KVCache.for_model)(model, len(chunk), ids.shape[1])
-        logits, steps = run_token_by_token(step, model, cache, ids[:, :-1], policy)
-    else:
-        decode = sequential_logits_sync if per_step_cache else sequential_logits
-        logits, steps = decode(model, ids[:, :-1], policy)
+    logits, steps = run_token_by_token(step_fn, model, make_cache(model, len(chunk), ids.shape[1]), ids[:, :-1],
+                                       policy)
     hit = (logits.argmax(-1) == ids[:, 1:]).float()  # (B, L - 1)
     for j, ex in enumerate(chunk):
         _charge(ex, hit[j], correct, count)
