@@ -4,8 +4,8 @@ held-out bits per character at equal parameters and equal training tokens, and a
     python benchmarks/lm_text.py --minutes 12                  # lm-shakespeare-cpu, ~40 min
     python benchmarks/lm_text.py --preset lm-tiny --minutes 0.05 --tokens 256   # smoke
 
-The TRM trains for `--minutes` of process-CPU time; the transformer once to the TRM's training
-tokens and once for the same CPU time. Every model is scored by `trm eval-lm` (sequential decoding
+The TRM trains for `--minutes` of process-CPU time (or the step budget of its `--trm-set`); the
+transformer once to the TRM's training tokens and once for the TRM's CPU time. Every model is scored by `trm eval-lm` (sequential decoding
 with the real KV cache, the TRM with its learned halting and at full depth) on the same held-out
 characters. Writes benchmarks/results/lm_text.json (rows merged by (data, model, budget)).
 """
@@ -65,8 +65,10 @@ def main() -> None:
     tokens = trm["meta"]["train_tokens"]
     runs.append(("transformer", "equal_tokens", train(args, "transformer-equal_tokens", "transformer",
                  ["train.max_minutes=0", f"train.train_steps={math.ceil(tokens / per_step)}"])))
+    # the TRM's own CPU time (its budget may be steps: --trm-set train.max_minutes=0)
+    cpu_minutes = max(trm["meta"]["train_cpu_seconds"] / 60, 1e-4)  # (0 would mean no time limit)
     runs.append(("transformer", "equal_cpu", train(args, "transformer-equal_cpu", "transformer",
-                 [f"train.max_minutes={args.minutes}", "train.train_steps=100000000"])))
+                 [f"train.max_minutes={cpu_minutes:.6g}", "train.train_steps=100000000"])))
     for model, budget, trained in runs:
         rep, meta = score(args, trained["dir"]), trained["meta"]
         rows.append({"data": args.preset, "model": model, "budget": budget, "params": meta["parameters"],

@@ -62,6 +62,16 @@ def test_lm_text_rows(tmp_path):
     assert all(0 < r["bpc_sequential"] < 10 for r in rows)
 
 
+def test_lm_text_gives_the_transformer_the_trms_cpu_time_when_the_trm_counts_steps(tmp_path):
+    runs = tmp_path / "runs"
+    _run("benchmarks/lm_text.py", "--preset", "lm-tiny", "--minutes", "0.01", "--tokens", "64",
+         "--trm-set", "train.max_minutes=0", "--trm-set", "train.train_steps=12", "--runs", str(runs),
+         "--out", str(tmp_path / "lm_text.json"))
+    trm = json.loads((runs / "trm" / "meta.json").read_text())
+    budget = json.loads((runs / "transformer-equal_cpu" / "config.json").read_text())["train"]["max_minutes"]
+    assert trm["step"] == 12 and budget == pytest.approx(trm["train_cpu_seconds"] / 60, rel=1e-4)
+
+
 def test_lm_token_cost_rows(tmp_path):
     out = tmp_path / "lm_token_cost.json"
     _run("benchmarks/lm_token_cost.py", "--batches", "1", "--warmup", "0", "--out", str(out))
