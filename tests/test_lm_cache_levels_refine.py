@@ -16,6 +16,7 @@ from trmlm.core import RecursionState
 from trmlm.errors import TRMError
 from trmlm.lm.calibrate import CalibrationConfig, calibrate_halting
 from trmlm.lm.config import DataConfig, LMConfig, load_lm_config
+from trmlm.lm.exits import OracleExit
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import build_model
 from trmlm.lm.parallel import level_states, loss_positions, put_positions, take_positions
@@ -127,3 +128,6 @@ def test_scoring_refines_the_answers_alone():
     assert out["steps_per_category"]["prompt"] == 0.0 and out["steps_hard"] == 3.0
     every = score_task(_model("all"), DigitChars(), task, examples, HaltPolicy.fixed(3), batch=4)
     assert every["steps_per_category"]["prompt"] == 3.0
+    # the oracle exit (teacher-forced only), whose choice needs a step taken: the prompt's rows take none
+    oracle = score_task(_model(), DigitChars(), task, examples, OracleExit(3), batch=4, greedy=False)
+    assert oracle["steps_per_category"]["prompt"] == 0.0 and 1.0 <= oracle["steps_hard"] <= 3.0

@@ -67,8 +67,12 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
     for s, level in enumerate(caches.levels):
         level.commit(model.commit_kv(x, states[min(s, len(states) - 1)], position, level.prefix()))
     # The rule's final choice (e.g. the oracle's best step) is what the token predicts from; the
-    # levels keep the per-step states (the exact form of training).
-    y, steps = policy.finish(state.y, steps[:, None])
+    # levels keep the per-step states (the exact form of training). Rows not refined keep the
+    # initial state and 0 steps (a batch of them alone takes no step for the rule to choose from).
+    y, steps = policy.finish(state.y, steps[:, None]) if len(states) > 1 else (state.y, steps[:, None])
+    if refine is not None:
+        y = torch.where(refine[:, None, None], y, state.y)
+        steps = torch.where(refine[:, None], steps, torch.zeros_like(steps))
     return DecodeOut(model.logits(y)[:, 0], steps[:, 0])
 
 
