@@ -51,3 +51,19 @@ class DigitChars:
 
     def decode(self, ids):
         return "".join(self.alphabet[i] for i in ids)
+
+
+def tiny_levels_lm(levels: int, n_sup: int = 3, commit_input: str = "x+y+z", refine_on: str = "all"):
+    """A tiny TRM LM (vocab 17, context 12) with `levels` cache levels, in float64 (the
+    decoder / parallel-pass equalities hold to rounding), eval mode, seeded."""
+    import dataclasses
+
+    from trmlm.lm.config import DataConfig, LMConfig
+    from trmlm.lm.model import build_model
+
+    torch.manual_seed(0)
+    net = dataclasses.replace(LMConfig().model, vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2,
+                              n_latent=1, n_cycles=1, max_sup_steps=n_sup, puzzle_emb_len=0, swiglu_multiple=16)
+    data = DataConfig(loss_on="target" if refine_on == "loss" else "all")
+    cfg = LMConfig(model=net, commit_input=commit_input, cache_levels=levels, refine_on=refine_on, data=data)
+    return build_model(cfg).eval().double()

@@ -4,18 +4,15 @@ levels whatever the depth (docs/language-model.md, "A state cache with two level
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
-from model_checks import DigitChars
+from model_checks import DigitChars, tiny_levels_lm
 
 from trmlm.cli.common import configs_dir
 from trmlm.lm.cache import KVCache
 from trmlm.lm.checkpoint import default_generation
 from trmlm.lm.config import LMConfig, load_lm_config
 from trmlm.lm.halting import HaltPolicy
-from trmlm.lm.model import build_model
 from trmlm.lm.parallel import supervision_sweep
 from trmlm.lm.stepsync import StepCaches, sequential_logits_sync
 from trmlm.lm.tasks import get_task
@@ -27,11 +24,7 @@ torch.set_num_threads(1)
 
 
 def _model(levels: int, n_sup: int = 3, commit_input: str = "x+y+z"):
-    torch.manual_seed(0)
-    net = dataclasses.replace(LMConfig().model, vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2,
-                              n_latent=1, n_cycles=1, max_sup_steps=n_sup, puzzle_emb_len=0, swiglu_multiple=16)
-    cfg = LMConfig(model=net, commit_input=commit_input, cache_levels=levels)
-    return build_model(cfg).eval().double()  # float64: the equalities hold to rounding
+    return tiny_levels_lm(levels, n_sup, commit_input)
 
 
 def _levels_pass(model, tokens: torch.Tensor, depth: int, levels: int):

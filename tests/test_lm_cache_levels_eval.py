@@ -4,18 +4,15 @@ sequential bits/char use the per-step cache, and the adaptive-compute bench deco
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
+from model_checks import tiny_levels_lm
 
 from trmlm.bench.adaptive import greedy_continuations, run_exit
-from trmlm.lm.config import LMConfig
 from trmlm.lm.data import TokenData
 from trmlm.lm.evaluate import _ce, evaluate_lm, parallel_estimate, sequential_eval
 from trmlm.lm.halting import HaltPolicy
-from trmlm.lm.model import build_model
 from trmlm.lm.parallel import training_style_losses
 from trmlm.lm.stepsync import sequential_logits_sync
 
@@ -23,11 +20,7 @@ torch.set_num_threads(1)
 
 
 def _model(levels: int = 2, n_sup: int = 3):
-    torch.manual_seed(0)
-    net = dataclasses.replace(LMConfig().model, vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2,
-                              n_latent=1, n_cycles=1, max_sup_steps=n_sup, puzzle_emb_len=0, swiglu_multiple=16)
-    cfg = LMConfig(model=net, commit_input="x+y+z", cache_levels=levels)
-    return build_model(cfg).eval().double()  # float64: the equalities hold to rounding
+    return tiny_levels_lm(levels, n_sup)
 
 
 def _windows(n: int = 3, length: int = 12) -> torch.Tensor:

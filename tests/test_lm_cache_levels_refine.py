@@ -5,11 +5,9 @@ prompt before its last token is not refined)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
-from model_checks import DigitChars
+from model_checks import DigitChars, tiny_levels_lm
 
 from trmlm.cli.common import configs_dir
 from trmlm.core import RecursionState
@@ -18,7 +16,6 @@ from trmlm.lm.calibrate import CalibrationConfig, calibrate_halting
 from trmlm.lm.config import DataConfig, LMConfig, load_lm_config
 from trmlm.lm.exits import OracleExit
 from trmlm.lm.halting import HaltPolicy
-from trmlm.lm.model import build_model
 from trmlm.lm.parallel import level_states, loss_positions, put_positions, take_positions
 from trmlm.lm.stepsync import StepCaches, prefill_into, sequential_logits_sync
 from trmlm.lm.train import build_trainer
@@ -28,12 +25,7 @@ torch.set_num_threads(1)
 
 
 def _model(refine_on: str = "loss"):
-    torch.manual_seed(0)
-    net = dataclasses.replace(LMConfig().model, vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2,
-                              n_latent=1, n_cycles=1, max_sup_steps=3, puzzle_emb_len=0, swiglu_multiple=16)
-    cfg = LMConfig(model=net, commit_input="x+y+z", cache_levels=2, refine_on=refine_on,
-                   data=DataConfig(loss_on="target"))
-    return build_model(cfg).eval().double()
+    return tiny_levels_lm(2, refine_on=refine_on)
 
 
 def _tokens_and_mask():

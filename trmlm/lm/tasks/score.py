@@ -42,8 +42,6 @@ def greedy_batch(model: LanguageModel, tokenizer: Tokenizer, prompts: list[str],
     differs from the generated tokens' `policy`. `per_step_cache` (TRM): the step-synchronous
     decoder of stepsync.py (one cache level per supervision step, the training pass token by
     token) instead of the commit-last cache; None: the model's own (per-step with cache_levels)."""
-    if per_step_cache is None:
-        per_step_cache = model.cfg.decodes_per_step
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(p) for p in prompts], device=device)
     B, P = ids.shape
