@@ -229,7 +229,7 @@ def generate_cmd(
     max_steps: Optional[int] = typer.Option(None, help="Supervision steps per token at most (default N_sup)."),
     no_halting: bool = typer.Option(False, "--no-halting", help="Fixed unroll: every token gets max steps."),
     show_steps: bool = typer.Option(False, "--show-steps", help="Colour each token by the recursion steps it used."),
-    cache: str = typer.Option("commit-last", "--cache", help="commit-last (one K/V per token and layer) | per-step (one per supervision step: the exact form of training)."),
+    cache: Optional[str] = typer.Option(None, "--cache", help="commit-last (one K/V per token and layer) | per-step (one per cache level: the exact form of training). Default: the checkpoint's own (per-step for a cache_levels model)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, no streaming."),
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = 0,
@@ -245,7 +245,7 @@ def generate_cmd(
     from trmlm.lm.generate import Piece, generate
     from trmlm.runtime import resolve_runtime
 
-    if cache not in ("commit-last", "per-step"):
+    if cache is not None and cache not in ("commit-last", "per-step"):
         raise TRMError(f"--cache must be commit-last or per-step, got {cache!r}")
     rt = resolve_runtime(device, "float32", threads)
     lm = load_lm(checkpoint)
@@ -254,7 +254,7 @@ def generate_cmd(
                  halt_threshold=halt_threshold, min_steps=min_steps, max_steps=max_steps)
     gcfg = dataclasses.replace(lm.generation, **{k: v for k, v in given.items() if v is not None},
                                stop=[_unescape(s) for s in stop] or lm.generation.stop, no_halting=no_halting,
-                               cache=cache)
+                               cache=cache or lm.generation.cache)
     model = lm.model.to(rt.device)
     html = check_output_file(html, "--html") if html is not None else None  # before generating
     n_sup = lm.cfg.model.max_sup_steps if lm.cfg.arch == "trm" else 0

@@ -120,9 +120,10 @@ def _mixed_threshold(checkpoint: Path, prompt: str, tokens: int) -> float:
     from trmlm.viewer.record import TextRecorder
 
     lm = load_lm(checkpoint)
-    rec = TextRecorder(lm.tokenizer, GenerationConfig(temperature=0.0, max_new_tokens=tokens, no_halting=True))
+    gcfg = GenerationConfig(temperature=0.0, max_new_tokens=tokens, no_halting=True, cache=lm.generation.cache)
+    rec = TextRecorder(lm.tokenizer, gcfg)
     list(generate(lm.model, rec.tokenizer, prompt, rec.gcfg))
-    probs = sorted({r.steps[0].halt_prob for r in rec.records})
+    probs = sorted({r.steps[0].halt_prob for r in rec.records if r.steps})  # (a token not refined: none)
     # onnxruntime and torch halt probabilities differ by ~1e-8 here (logits by ~1e-6, times
     # sigmoid' ~ 0.007); a gap of 1e-6 leaves a wide margin.
     middle = probs[len(probs) // 5: 4 * len(probs) // 5 + 1]

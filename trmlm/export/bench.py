@@ -28,10 +28,10 @@ def bench_decode(lm: LoadedLM, checkpoint: Path, export_dir: Path, prompt: str, 
     texts are equal. Stop strings are off so both loops decode exactly `tokens` tokens."""
     torch.set_num_threads(threads)
     gcfg = dataclasses.replace(lm.generation, temperature=0.0, max_new_tokens=tokens, stop=[],
-                               num_samples=1, cache="commit-last")
+                               num_samples=1)  # (its own cache; the export's manifest says the same)
     policy = gcfg.validate(lm.cfg.model.max_sup_steps)
     halting = Halting(policy.max_steps, policy.min_steps, policy.threshold)
-    onnx_lm = OnnxLM(export_dir, threads)
+    onnx_lm = OnnxLM(export_dir, threads, gcfg.cache)
     _torch_run(lm, prompt, gcfg)                       # warm-up both
     generate_greedy(onnx_lm, prompt, tokens, [], halting, gcfg.repetition_penalty)
     torch_rates, ort_rates = [], []

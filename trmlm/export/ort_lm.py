@@ -5,6 +5,8 @@ by token; every token is refined one supervision step at a time against the comm
 the earlier tokens until its halt probability reaches the threshold (or max steps), then
 committed; the last token's logits pick the next token (argmax, after the repetition penalty);
 stop strings are cut; past the context the window slides to the last context/2 tokens.
+A checkpoint decoded with the per-step cache (its generation config's `cache`, set for every
+`cache_levels` model) keeps one committed (K, V) per level, as trmlm/lm/stepsync.py does.
 
     python -m trmlm.export.ort_lm EXPORT_DIR --prompt "ROMEO:" --max-new-tokens 100
 """
@@ -86,10 +88,26 @@ class NumpyCache:
         self.pos += 1
 
 
+class LevelCaches:
+    """The per-step cache (trmlm/lm/stepsync.py StepCaches): levels[s] holds each token's commit
+    of its state after s supervision steps; step s of a later token reads level min(s, k) - 1."""
+
+    def __init__(self, count: int, make) -> None:
+        self.levels: list[NumpyCache] = [make() for _ in range(count)]
+
+    def level(self, step: int) -> NumpyCache:
+        return self.levels[min(step, len(self.levels)) - 1]
+
+    @property
+    def free(self) -> int:
+        return self.levels[0].free
+
+
 class OnnxLM:
     """The exported graphs of a TRM language model (manifest kind "lm") and its tokenizer."""
 
-    def __init__(self, export_dir: str | Path, threads: int = 1) -> None:
+    def __init__(self, export_dir: str | Path, threads: int = 1, cache: str | None = None) -> None:
+        """cache: "commit-last" or "per-step"; None = the checkpoint's generation config's."""
         from trmlm.lm.tokenizer import load_tokenizer
 
         self.dir = Path(export_dir)
@@ -100,6 +118,14 @@ class OnnxLM:
         s = self.manifest["shapes"]
         self.n_layers, self.n_heads, self.head_dim = s["n_layers"], s["n_heads"], s["head_dim"]
         self.context, self.n_sup = s["context"], s["max_sup_steps"]
+        config = self.manifest.get("config", {})
+        # the checkpoint's own decoder: per-step levels (cache_levels or N_sup of them) or commit-last
+        cache = cache or self.manifest.get("generation", {}).get("cache") or "commit-last"
+        if cache not in ("commit-last", "per-step"):
+            raise TRMError(f"--cache must be commit-last or per-step, got {cache!r}")
+        self.per_step = cache == "per-step"
+        self.level_count = int(config.get("cache_levels") or 0) or self.n_sup
+        self.refine_last_prompt_token_only = config.get("refine_on") == "loss"  # (per-step only)
 
     def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run one graph; inputs it does not declare are left out (the exporter drops an input the
@@ -108,35 +134,47 @@ class OnnxLM:
         names = {i.name for i in session.get_inputs()}
         return session.run(None, {k: v for k, v in inputs.items() if k in names})
 
-    def new_cache(self) -> NumpyCache:
-        return NumpyCache(self.n_layers, self.n_heads, self.head_dim, self.context)
+    def new_cache(self) -> NumpyCache | LevelCaches:
+        def make() -> NumpyCache:
+            return NumpyCache(self.n_layers, self.n_heads, self.head_dim, self.context)
+        return LevelCaches(self.level_count, make) if self.per_step else make()
 
-    def feed(self, cache: NumpyCache, token: int, halting: Halting) -> tuple[np.ndarray, int]:
-        """Refine the token at cache.pos (one graph call per supervision step, halting after
-        each), commit its (K, V); returns the next-token logits (V,) and the steps used."""
+    def feed(self, cache: NumpyCache | LevelCaches, token: int, halting: Halting,
+             refine: bool = True) -> tuple[np.ndarray, int]:
+        """Refine the token at the cache's next position (one graph call per supervision step,
+        halting after each), commit its (K, V) (per level: its state after that many steps, the
+        last one above its halting step); returns the next-token logits (V,) and the steps used.
+        refine False (per-step cache only): the token keeps its initial state, 0 steps."""
         if cache.free < 1:
             raise TRMError("KV cache full")
+        levels = cache.levels if isinstance(cache, LevelCaches) else [cache]
         tok = np.array([[token]], np.int64)             # (1, 1)
-        position = np.array([cache.pos], np.int64)      # (1,)
-        pk, pv = cache.prefix()                         # (NL, 1, H, P, Dh)
+        position = np.array([levels[0].pos], np.int64)  # (1,)
         y, z = self.run("init", token=tok)
-        steps = 0
-        for s in range(1, halting.max_steps + 1):
+        states = [(y, z)]
+        for s in range(1, halting.max_steps + 1 if refine else 1):
+            pk, pv = (cache.level(s) if isinstance(cache, LevelCaches) else cache).prefix()  # (NL, 1, H, P, Dh)
             y, z = self.run("refine", token=tok, position=position, y=y, z=z, prefix_k=pk, prefix_v=pv)
-            steps = s
+            states.append((y, z))
             if halting.threshold is not None and s >= halting.min_steps:
                 q = self.run("halt", y=y)[0][0, 0]       # float32, as the torch head returns it
                 if 1.0 / (1.0 + np.exp(-q)) >= halting.threshold:
                     break
-        k, v = self.run("commit", token=tok, y=y, z=z, position=position, prefix_k=pk, prefix_v=pv)
-        cache.commit(k, v)
-        return self.run("logits", y=y)[0][0, 0], steps
+        for level_index, level in enumerate(levels):
+            # commit-last: the final state; per-step level l: the state after min(l, steps) steps
+            ly, lz = states[min(level_index, len(states) - 1)] if isinstance(cache, LevelCaches) else states[-1]
+            pk, pv = level.prefix()
+            k, v = self.run("commit", token=tok, y=ly, z=lz, position=position, prefix_k=pk, prefix_v=pv)
+            level.commit(k, v)
+        return self.run("logits", y=y)[0][0, 0], len(states) - 1
 
-    def start(self, ids: list[int], halting: Halting) -> tuple[NumpyCache, np.ndarray, int]:
-        """A fresh cache with `ids` fed (sequential prefill); the last token's logits and steps."""
+    def start(self, ids: list[int], halting: Halting) -> tuple[NumpyCache | LevelCaches, np.ndarray, int]:
+        """A fresh cache with `ids` fed (sequential prefill); the last token's logits and steps.
+        A per-step model trained with refine_on "loss" refines only the last prompt token."""
         cache = self.new_cache()
-        for t in ids:
-            logits, steps = self.feed(cache, t, halting)
+        only_last = self.per_step and self.refine_last_prompt_token_only
+        for i, t in enumerate(ids):
+            logits, steps = self.feed(cache, t, halting, refine=not only_last or i == len(ids) - 1)
         return cache, logits, steps
 
 
@@ -215,12 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-steps", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--no-halting", action="store_true")
+    p.add_argument("--cache", default=None, help="commit-last | per-step (default: the checkpoint's)")
     p.add_argument("--repetition-penalty", type=float, default=None)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0 = its default)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text")
     a = p.parse_args(argv)
     try:
-        lm = OnnxLM(a.export_dir, a.threads)
+        lm = OnnxLM(a.export_dir, a.threads, a.cache)
         gen = dict(lm.manifest.get("generation", {}))
         for key, value in (("halt_threshold", a.halt_threshold), ("min_steps", a.min_steps),
                            ("max_steps", a.max_steps), ("max_new_tokens", a.max_new_tokens),
