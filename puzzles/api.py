@@ -237,17 +237,19 @@ class TextGenerator(_Pretrained):
                      min_steps=min_steps, max_steps=max_steps)
         stops = self.generation.stop if stop is None else [stop] if isinstance(stop, str) else list(stop)
         return dataclasses.replace(self.generation, **{k: v for k, v in given.items() if v is not None},
-                                   stop=stops, num_samples=1, no_halting=no_halting, cache=cache)
+                                   stop=stops, num_samples=1, no_halting=no_halting,
+                                   cache=cache or self.generation.cache)
 
     def stream(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
                top_k: int | None = None, top_p: float | None = None, stop: str | Sequence[str] | None = None,
                seed: int | None = None, halt_threshold: float | None = None, *,
                repetition_penalty: float | None = None, min_steps: int | None = None,
                max_steps: int | None = None, no_halting: bool = False,
-               cache: str = "commit-last") -> Iterator[Piece]:
+               cache: str | None = None) -> Iterator[Piece]:
         """Yield the continuation as it becomes final: Piece(text, steps), `steps[i]` = the
         supervision steps spent on the token behind character text[i]. Options left None take the
-        checkpoint's generation config; stop strings are cut, never yielded."""
+        checkpoint's generation config (`cache`: its own decoder, "per-step" for a cache_levels
+        model, else "commit-last"); stop strings are cut, never yielded."""
         gcfg = self._config(max_new_tokens, temperature, top_k, top_p, stop, seed, halt_threshold,
                             repetition_penalty, min_steps, max_steps, no_halting, cache)
         for event in generate(self.model, self.tokenizer, prompt, gcfg):

@@ -67,3 +67,24 @@ def tiny_levels_lm(levels: int, n_sup: int = 3, commit_input: str = "x+y+z", ref
     data = DataConfig(loss_on="target" if refine_on == "loss" else "all")
     cfg = LMConfig(model=net, commit_input=commit_input, cache_levels=levels, refine_on=refine_on, data=data)
     return build_model(cfg).eval().double()
+
+
+LEVELS_FLAGS = ["--set", "commit_input=x+y+z", "--set", "cross_grad=true", "--set", "train_cache=previous_step",
+                "--set", "cache_levels=2", "--set", "model.max_sup_steps=3", "--set", "step_weights=linear",
+                "--set", "updates=per_batch"]
+
+
+def train_levels_lm(out, refine_on: str) -> str:
+    """Train lm-tiny with a two-level state cache and N_sup 3 (step 3 reads the last level) into
+    `out`, 6 optimizer steps: every position refined on text (refine_on "all"), or only the
+    answers of 2-digit sums ("loss"). Returns a prompt in its alphabet."""
+    from typer.testing import CliRunner
+
+    from trmlm.cli.main import app
+
+    extra = ["--set", "refine_on=all"] if refine_on == "all" else \
+        ["--task", "add-2", "--set", "refine_on=loss", "--set", "data.loss_on=target"]
+    res = CliRunner().invoke(app, ["train-lm", "--preset", "lm-tiny", "--out", str(out), "--quiet",
+                                   *LEVELS_FLAGS, *extra])
+    assert res.exit_code == 0, res.output
+    return "ROMEO:" if refine_on == "all" else "12+34="
