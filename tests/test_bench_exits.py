@@ -22,10 +22,12 @@ from trmlm.lm.model import TRMLanguageModel
 torch.set_num_threads(1)
 
 
-def tiny_cfg(n_sup: int = 3, seq_len: int = 16, vocab: int = 11) -> LMConfig:
+def tiny_cfg(n_sup: int = 3, seq_len: int = 16, vocab: int = 11, cache_levels: int = 0) -> LMConfig:
     net = TRMConfig(vocab_size=vocab, seq_len=seq_len, d_model=32, n_heads=4, n_layers=2, n_latent=1,
                     n_cycles=1, max_sup_steps=n_sup, mixer="attention", pos_encoding="rope", puzzle_emb_len=0,
                     swiglu_multiple=16)
+    if cache_levels:  # a two-level state cache decodes with its per-step levels
+        return LMConfig(model=net, commit_input="x+y+z", cache_levels=cache_levels)
     return LMConfig(model=net)
 
 
@@ -113,9 +115,11 @@ def test_decode_flops_count_the_calls_of_f():
     got = decode_flops_per_token(net, steps, keys, torch.ones(2), torch.zeros(2))
     calls = net.n_cycles * (net.n_latent + 1)
     head = 2 * net.d_model * net.vocab_size
+    levels = decode_flops_per_token(net, steps, keys, torch.ones(2), torch.zeros(2), commits=2)
     for i in range(2):
         f = f_forward_flops(net, 1, 1, keys=int(keys[i]))
         assert math.isclose(float(got[i]), calls * int(steps[i]) * f + f + head, rel_tol=1e-9)
+        assert math.isclose(float(levels[i]), calls * int(steps[i]) * f + 2 * f + head, rel_tol=1e-9)
 
 
 def test_adaptive_bench_report(model):
@@ -175,14 +179,21 @@ def test_kv_bytes_do_not_grow_with_depth():
                and r["per_step_cache_bytes_per_token"] == r["per_step_cache_bytes_measured"] for r in rows)
 
 
-def test_decode_bench_gpt2_has_equal_flops():
+@pytest.mark.parametrize("levels", [0, 2])
+def test_decode_bench_gpt2_has_equal_flops(levels):
+    """With a cache_levels model the bench times its own per-step decoder: one commit per level
+    in the FLOPs (and in the equal-FLOPs GPT-2's layers) and levels x the KV bytes."""
     pytest.importorskip("transformers")
-    rep = run_decode_bench(tiny_cfg(seq_len=8), prefixes=[4, 8], tokens=2, warmup=1, progress=False, rounds=2)
+    cfg = tiny_cfg(seq_len=8, cache_levels=levels)
+    rep = run_decode_bench(cfg, prefixes=[4, 8], tokens=2, warmup=1, progress=False, rounds=2)
     assert [r["prefix"] for r in rep["rows"]] == [4, 8]
     for r in rep["rows"]:
         assert r["trm_full_ms"] > 0 and r["gpt2_ms"] > 0
         assert math.isclose(r["trm_full_gflops_per_token"], r["gpt2_gflops_per_token"], rel_tol=1e-6)
     assert rep["targets"]["kv_bytes_independent_of_depth"]
+    assert rep["gpt2"]["n_layer"] == (3 * 2 + max(levels, 1)) * 2
+    assert rep["trm"]["decoder"] == ("per-step" if levels else "commit-last")
+    assert rep["trm"]["kv_bytes_per_token"] == max(levels, 1) * 2 * 2 * 32 * 4
 
 
 def test_gpt2_flops_formula_matches_the_flop_counter():

@@ -104,7 +104,18 @@ def test_the_training_batch_reads_the_levels():
     assert not torch.allclose(third.y, states[3].y)
 
 
-def test_a_levels_checkpoint_is_scored_and_sampled_with_its_own_decoder():
+def test_a_levels_checkpoint_is_scored_and_sampled_with_its_own_decoder(monkeypatch):
+    """Its own decoder by default; KV bytes and FLOPs per answer count one commit per level."""
+    import trmlm.lm.tasks.score as score
+
+    commits = []
+    real = score.flops_per_token
+
+    def counting(model, steps, keys, commits_per_token=1):
+        commits.append(commits_per_token)
+        return real(model, steps, keys, commits_per_token)
+
+    monkeypatch.setattr(score, "flops_per_token", counting)
     model = _model(2)
     assert default_generation(model.cfg).cache == "per-step"
     assert default_generation(_model(0).cfg).cache == "commit-last"
@@ -114,8 +125,11 @@ def test_a_levels_checkpoint_is_scored_and_sampled_with_its_own_decoder():
     examples = task.examples(4, seed=3)
     policy = HaltPolicy.fixed(3)
     own = score_task(model, DigitChars(), task, examples, policy, batch=4)
+    assert set(commits) == {2}  # one commit pass per level and token
     levels = score_task(model, DigitChars(), task, examples, policy, batch=4, per_step_cache=True)
+    commits.clear()
     last = score_task(model, DigitChars(), task, examples, policy, batch=4, per_step_cache=False)
+    assert set(commits) == {1}
     assert own["token_acc"] == levels["token_acc"]
     rung = own["per_rung"]["add-1"]
     assert rung["kv_bytes_per_answer"] == 2 * last["per_rung"]["add-1"]["kv_bytes_per_answer"]

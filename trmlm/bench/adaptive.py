@@ -122,12 +122,12 @@ def greedy_continuations(model: TRMLanguageModel, prompts: Tensor, rule: HaltPol
 
 
 def summarize(ex: Exit, run: dict[str, Any], model: TRMLanguageModel, chars_per_token: float,
-              max_steps: int, bytes_per_token: int) -> dict[str, Any]:
+              max_steps: int, bytes_per_token: int, commits: int = 1) -> dict[str, Any]:
     steps = run["steps"].float()
     spent = torch.full_like(run["steps"], max_steps) if ex.kind == "oracle" else run["steps"]
     head = spent if ex.head_every_step else torch.ones_like(spent)
     q = spent if ex.q_every_step else torch.zeros_like(spent)
-    flops = decode_flops_per_token(model.cfg.model, spent, run["keys"], head, q)
+    flops = decode_flops_per_token(model.cfg.model, spent, run["keys"], head, q, commits)
     nll = float(run["nll"].mean())
     n = int(run["nll"].numel())
     return {"name": ex.name, "kind": ex.kind, "param": ex.param, "nll": nll,
@@ -183,7 +183,8 @@ def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token
         raise TRMError("--adaptive-compute needs a TRM checkpoint (arch trm), not a transformer baseline")
     model.eval()
     max_steps = model.cfg.model.max_sup_steps
-    bytes_per_token = own_decoder(model)[0](model, 1, 1).bytes_per_token()
+    one_token = own_decoder(model)[0](model, 1, 1)
+    bytes_per_token, commits = one_token.bytes_per_token(), one_token.commits_per_token
     exits = exits_for(max_steps, settings)
     per_exit = windows[:, 1:].numel()
     n_prompts = min(settings.n_prompts, windows.shape[0])
@@ -200,7 +201,7 @@ def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token
             bar.update(task, description=ex.name)
             run = run_exit(model, windows, ex.make())
             runs[ex.name] = run
-            rows.append(summarize(ex, run, model, chars_per_token, max_steps, bytes_per_token))
+            rows.append(summarize(ex, run, model, chars_per_token, max_steps, bytes_per_token, commits))
             bar.advance(task, per_exit)
 
         def control(ex: Exit) -> None:

@@ -52,16 +52,16 @@ def write_json(path: Path, report: dict[str, Any]) -> Path:
 
 
 def decode_flops_per_token(net: TRMConfig, steps: Tensor, keys: Tensor, head_calls: Tensor,
-                           q_calls: Tensor) -> Tensor:
-    """Analytic matmul FLOPs of decoding each token (N,) with the commit-last cache: `steps`
-    supervision steps of T (n + 1) calls of f on one query reading `keys` entries (the committed
-    prefix plus its own), one commit call of f, `head_calls` LM-head and `q_calls` halt-head
-    evaluations."""
+                           q_calls: Tensor, commits: int = 1) -> Tensor:
+    """Analytic matmul FLOPs of decoding each token (N,): `steps` supervision steps of T (n + 1)
+    calls of f on one query reading `keys` entries (the committed prefix plus its own),
+    `commits` commit calls of f (1 for the commit-last cache, one per level for the per-step
+    cache: `cache.commits_per_token`), `head_calls` LM-head and `q_calls` halt-head evaluations."""
     a = f_forward_flops(net, 1, 1, keys=0)               # per call, independent of the prefix
     b = f_forward_flops(net, 1, 1, keys=1) - a           # per attended key
     calls = net.n_cycles * (net.n_latent + 1)
     s, k = steps.double(), keys.double()
     refine = calls * (a * s + b * s * k)
-    commit = a + b * k
+    commit = commits * (a + b * k)
     heads = 2 * net.d_model * net.vocab_size * head_calls.double() + 2 * net.d_model * q_calls.double()
     return refine + commit + heads

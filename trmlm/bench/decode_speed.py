@@ -19,7 +19,7 @@ from trmlm.lm.config import LMConfig
 from trmlm.lm.decode import decode_step
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, TransformerLM
-from trmlm.lm.stepsync import StepCaches, decode_step_sync
+from trmlm.lm.stepsync import StepCaches, decode_step_sync, own_decoder
 
 PREFIXES = [64, 128, 256, 512, 1024]
 MAX_PREFIX = 32768   # an oversized request is an error, not an hour of decoding
@@ -57,21 +57,27 @@ def median_seconds_per_token(decode_one, warmup: int, tokens: int, device: torch
 @torch.no_grad()
 def time_trmlm(model: TRMLanguageModel | TransformerLM, prefix: int, tokens: int, warmup: int,
                policy: HaltPolicy) -> float:
-    """Median seconds per decoded token at batch 1 after `prefix` committed positions."""
-    cache = KVCache.for_model(model, 1, prefix + warmup + tokens)
-    fill_prefix(cache, prefix, torch.Generator().manual_seed(prefix))
-    token = torch.zeros(1, dtype=torch.long, device=cache.k.device)
+    """Median seconds per decoded token at batch 1 after `prefix` committed positions, with the
+    model's own decoder (the commit-last cache, or the per-step levels of a cache_levels model)."""
+    make_cache, step = own_decoder(model)
+    cache = make_cache(model, 1, prefix + warmup + tokens)
+    levels = cache.levels if isinstance(cache, StepCaches) else [cache]
+    generator = torch.Generator().manual_seed(prefix)
+    for level in levels:
+        fill_prefix(level, prefix, generator)
+    token = torch.zeros(1, dtype=torch.long, device=levels[0].k.device)
 
     def decode_one() -> None:
         nonlocal token
-        token = decode_step(model, cache, token, policy).logits.argmax(-1)
+        token = step(model, cache, token, policy).logits.argmax(-1)
 
-    return median_seconds_per_token(decode_one, warmup, tokens, cache.k.device)
+    return median_seconds_per_token(decode_one, warmup, tokens, levels[0].k.device)
 
 
-def gpt2_equal_flops(cfg: LMConfig, context: int):
+def gpt2_equal_flops(cfg: LMConfig, context: int, commits: int = 1):
     """A Hugging Face GPT-2 with the TRM's FLOPs per token at full depth and every prefix length:
-    one layer per layer application of the TRM (N_sup T (n + 1) + 1 commit, times its layers),
+    one layer per layer application of the TRM (N_sup T (n + 1) + `commits` commit calls, one
+    per cache level, times its layers),
     the same width, heads and vocabulary, and an MLP width that makes each layer's matmuls equal
     (GPT-2's 2-matrix GELU MLP of width 1.5 W = the TRM's 3-matrix SwiGLU of width W)."""
     try:
@@ -79,7 +85,7 @@ def gpt2_equal_flops(cfg: LMConfig, context: int):
     except ImportError as e:
         raise TRMError("the GPT-2 baseline needs transformers: pip install 'trmlm[bench]'") from e
     net = cfg.model
-    layers = (net.max_sup_steps * net.n_cycles * (net.n_latent + 1) + 1) * net.n_layers
+    layers = (net.max_sup_steps * net.n_cycles * (net.n_latent + 1) + commits) * net.n_layers
     gcfg = GPT2Config(vocab_size=net.vocab_size, n_positions=context, n_embd=net.d_model, n_layer=layers,
                       n_head=net.n_heads, n_inner=3 * net.ffn_width // 2, resid_pdrop=0.0, embd_pdrop=0.0,
                       attn_pdrop=0.0, use_cache=True, bos_token_id=0,
@@ -125,7 +131,9 @@ def _written_bytes(caches: list[KVCache]) -> int:
 def kv_bytes_table(cfg: LMConfig, tokens: int = 8) -> list[dict[str, Any]]:
     """Bytes per token of the commit-last cache vs the per-step cache (one level per supervision
     step, as Huginn keeps one entry per recursion step), for growing recursion depth: the
-    formula, and what decoding `tokens` real tokens at full depth actually wrote into each."""
+    formula, and what decoding `tokens` real tokens at full depth actually wrote into each (the
+    per-step cache with one level per step, whatever `cfg.cache_levels` says)."""
+    cfg = dataclasses.replace(cfg, cache_levels=0)
     rows = []
     for n_sup, n, T in DEPTHS:
         net = dataclasses.replace(cfg.model, max_sup_steps=n_sup, n_latent=n, n_cycles=T, seq_len=tokens)
@@ -162,8 +170,9 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
     torch.manual_seed(0)
     trm = TRMLanguageModel(cfg).eval().to(device)
     n_sup = cfg.model.max_sup_steps
+    own = own_decoder(trm)[0](trm, 1, 1)  # the decoder timed: commit-last, or per-step levels
     policies = {"trm_full": HaltPolicy.fixed(n_sup), "trm_1step": HaltPolicy.fixed(1)}
-    baseline, g_layers = gpt2_equal_flops(cfg, context) if gpt2 else (None, 0)
+    baseline, g_layers = gpt2_equal_flops(cfg, context, own.commits_per_token) if gpt2 else (None, 0)
     if baseline is not None:
         baseline.to(device)
     rows = []
@@ -185,7 +194,7 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
                     row["gpt2_ms"] = min(row.get("gpt2_ms", ms), ms)
             one = torch.ones(1, dtype=torch.long)
             row["trm_full_gflops_per_token"] = float(decode_flops_per_token(
-                cfg.model, one * n_sup, keys, one, one * 0)) / 1e9
+                cfg.model, one * n_sup, keys, one, one * 0, own.commits_per_token)) / 1e9
             if baseline is not None:
                 row["gpt2_gflops_per_token"] = gpt2_flops_per_token(baseline, P + 1) / 1e9
                 row["trm_over_gpt2_tokens_per_s"] = row["gpt2_ms"] / row["trm_full_ms"]
@@ -197,7 +206,8 @@ def run_decode_bench(cfg: LMConfig, prefixes: list[int] | None = None, tokens: i
               "warmup_tokens": warmup, "weights": "random (decode time does not depend on them)",
               "trm": {"d_model": cfg.model.d_model, "n_layers": cfg.model.n_layers, "n": cfg.model.n_latent,
                       "T": cfg.model.n_cycles, "N_sup": n_sup, "params": trm.num_parameters(),
-                      "kv_bytes_per_token": KVCache.for_model(trm, 1, 1).bytes_per_token()},
+                      "decoder": "per-step" if isinstance(own, StepCaches) else "commit-last",
+                      "kv_bytes_per_token": own.bytes_per_token()},
               "rows": rows, "kv_bytes_vs_depth": kv,
               "ratio_time_longest_vs_shortest_prefix": last["trm_full_ms"] / first["trm_full_ms"]}
     if baseline is not None:

@@ -57,6 +57,11 @@ class KVCache:
     def reset(self) -> None:
         self.pos = 0
 
+    @property
+    def commits_per_token(self) -> int:
+        """Commit passes (calls of f) per decoded token: one."""
+        return 1
+
     def bytes_per_token(self) -> int:
         """layers x 2 (K and V) x H x Dh (= D) x element size, per sequence."""
         L, _, H, _, Dh = self.k.shape

@@ -32,6 +32,11 @@ class StepCaches:
     def free(self) -> int:
         return self.levels[0].free
 
+    @property
+    def commits_per_token(self) -> int:
+        """Commit passes (calls of f) per decoded token: one per level."""
+        return len(self.levels)
+
     def bytes_per_token(self) -> int:
         return sum(level.bytes_per_token() for level in self.levels)
 

@@ -74,13 +74,14 @@ def _by_rung(task: TextTask, examples: list[Example]) -> dict[str, list[Example]
     return {n: groups[n] for n in names if groups[n]}
 
 
-def flops_per_token(model: LanguageModel, steps: Tensor, keys: Tensor) -> Tensor:
+def flops_per_token(model: LanguageModel, steps: Tensor, keys: Tensor, commits: int = 1) -> Tensor:
     """Analytic forward matmul FLOPs of decoding tokens (N,) that used `steps` supervision steps
-    and attended `keys` entries each (TRM: decode_flops_per_token; transformers: one causal pass)."""
+    and attended `keys` entries each (TRM: decode_flops_per_token with `commits` commit passes
+    per token; transformers: one causal pass)."""
     net = model.cfg.model
     if isinstance(model, TRMLanguageModel):
         one = torch.ones_like(steps)
-        return decode_flops_per_token(net, steps, keys, one, steps)
+        return decode_flops_per_token(net, steps, keys, one, steps, commits)
     import dataclasses
 
     deep = dataclasses.replace(net, n_layers=model.depth)
@@ -107,7 +108,8 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
     if per_step_cache and not isinstance(model, TRMLanguageModel):
         raise ValueError("the per-step cache is a TRM decoder; a transformer has one cache")
     model.eval()
-    kv_per_token = own_decoder(model, per_step_cache)[0](model, 1, 1).bytes_per_token()
+    one_token = own_decoder(model, per_step_cache)[0](model, 1, 1)
+    kv_per_token, commits = one_token.bytes_per_token(), one_token.commits_per_token
     per_rung: dict[str, Any] = {}
     cat_correct: dict[str, float] = defaultdict(float)
     cat_count: dict[str, float] = defaultdict(float)
@@ -138,7 +140,7 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                 r_cached += fed
                 s = g.steps[j, :fed]
                 keys = torch.arange(1, fed + 1, device=s.device)
-                r_flops += float(flops_per_token(model, s, keys).sum())
+                r_flops += float(flops_per_token(model, s, keys, commits).sum())
                 r_steps.append(s.float())
                 _charge(ex, s, dec_steps, dec_count)
         if not greedy:
