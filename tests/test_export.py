@@ -132,19 +132,27 @@ def _mixed_threshold(checkpoint: Path, prompt: str, tokens: int) -> float:
     return threshold
 
 
+def ort_equals_torch(checkpoint: Path, export_dir: Path, prompt: str, tokens: int, extra) -> tuple[dict, list[str]]:
+    """Greedy text and per-token steps of the onnxruntime loop equal `trm generate`'s; `extra`
+    "mixed": a threshold between the recorded step-1 halt probabilities (then some tokens halt
+    after 1 step and others do not). Returns torch's output and the arguments used."""
+    mixed = extra == "mixed"
+    if mixed:
+        extra = ["--halt-threshold", repr(_mixed_threshold(checkpoint, prompt, tokens))]
+    args = ["--prompt", prompt, "--max-new-tokens", str(tokens), *extra]
+    ref = _torch_generate(checkpoint, *args)
+    got = _ort_generate(export_dir, *args)
+    assert got["text"] == ref["text"] and got["tokens"] == ref["tokens"] == tokens
+    assert got["token_steps"] == ref["token_steps"]
+    if mixed:  # halting really decided
+        assert 1 in got["token_steps"] and max(got["token_steps"]) > 1
+    return ref, args
+
+
 @pytest.mark.parametrize("extra", [[], ["--no-halting", "--max-steps", "3"], "mixed"])
 def test_ort_greedy_text_equals_trm_generate(lm_ckpt, lm_export, extra):
     """60 tokens from a 6-token prompt: the context (32) fills and the window slides twice."""
-    prompt = "ROMEO:"
-    if extra == "mixed":
-        extra = ["--halt-threshold", repr(_mixed_threshold(lm_ckpt, prompt, 60))]
-    args = ["--prompt", prompt, "--max-new-tokens", "60", *extra]
-    ref = _torch_generate(lm_ckpt, *args)
-    got = _ort_generate(lm_export, *args)
-    assert got["text"] == ref["text"] and got["tokens"] == ref["tokens"] == 60
-    assert got["token_steps"] == ref["token_steps"]
-    if extra and extra[0] == "--halt-threshold":
-        assert 1 in got["token_steps"] and 2 in got["token_steps"]  # halting really decided
+    ort_equals_torch(lm_ckpt, lm_export, "ROMEO:", 60, extra)
 
 
 def test_ort_stop_string_and_errors(lm_ckpt, lm_export):

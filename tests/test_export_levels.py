@@ -11,7 +11,7 @@ import pytest
 from model_checks import train_levels_lm
 
 pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxscript, onnxruntime)")
-from test_export import _mixed_threshold, _ort_generate, _torch_generate, export  # noqa: E402
+from test_export import _ort_generate, export, ort_equals_torch  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["all", "loss"])
@@ -30,15 +30,7 @@ def test_ort_levels_text_equals_trm_generate(levels_ckpt, extra):
     between the recorded halt probabilities some tokens halt after 1 step and commit that
     state to both levels."""
     ckpt, onnx, prompt = levels_ckpt
-    if extra == "mixed":
-        extra = ["--halt-threshold", repr(_mixed_threshold(ckpt, prompt, 40))]
-    args = ["--prompt", prompt, "--max-new-tokens", "40", *extra]
-    ref = _torch_generate(ckpt, *args)
-    got = _ort_generate(onnx, *args)
-    assert got["text"] == ref["text"] and got["tokens"] == ref["tokens"] == 40
-    assert got["token_steps"] == ref["token_steps"]
-    if extra and extra[0] == "--halt-threshold":
-        assert 1 in got["token_steps"] and max(got["token_steps"]) > 1
+    ref, args = ort_equals_torch(ckpt, onnx, prompt, 40, extra)
     # the commit-last loop on the same graphs is another model: it must not pass for this one
     other = _ort_generate(onnx, *args, "--cache", "commit-last")
     assert (other["text"], other["token_steps"]) != (ref["text"], ref["token_steps"])
