@@ -227,7 +227,8 @@ def print_decode_tables(report: dict[str, Any], console: Console) -> None:
     hw, t = report["hardware"], report["trm"]
     gpt2 = "gpt2" in report
     table = Table(title=f"cached decode, batch 1, {hw['device']} {hw['threads']} thread(s): TRM D {t['d_model']}, "
-                        f"{t['n_layers']} layers, N_sup {t['N_sup']} x T {t['T']} x (n {t['n']} + 1)"
+                        f"{t['n_layers']} layers, N_sup {t['N_sup']} x T {t['T']} x (n {t['n']} + 1), "
+                        f"{t.get('decoder', 'commit-last')} cache"
                         + (f" vs GPT-2 {report['gpt2']['n_layer']} layers (equal FLOPs)" if gpt2 else ""))
     cols = ["prefix", "TRM full depth ms/token", "TRM 1 step ms/token", "GFLOP/token"]
     if gpt2:
