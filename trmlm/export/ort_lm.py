@@ -89,14 +89,22 @@ class NumpyCache:
 
 
 class LevelCaches:
-    """The per-step cache (trmlm/lm/stepsync.py StepCaches): levels[s] holds each token's commit
-    of its state after s supervision steps; step s of a later token reads level min(s, k) - 1."""
+    """The committed levels a token reads and writes. Per-step (trmlm/lm/stepsync.py StepCaches):
+    levels[s] holds each token's commit of its state after s supervision steps, and step s of a
+    later token reads level min(s, k) - 1. Commit-last (`commit_final`): one level, holding each
+    token's commit of its final state."""
 
-    def __init__(self, count: int, make) -> None:
+    def __init__(self, count: int, make, commit_final: bool = False) -> None:
         self.levels: list[NumpyCache] = [make() for _ in range(count)]
+        self.commit_final = commit_final
 
     def level(self, step: int) -> NumpyCache:
         return self.levels[min(step, len(self.levels)) - 1]
+
+    def committed_state(self, level_index: int, states: list):
+        """What a finished token with `states` (initial, after step 1, ...) commits to a level:
+        its final state (commit-last), or its state after min(level, steps) steps (per-step)."""
+        return states[-1] if self.commit_final else states[min(level_index, len(states) - 1)]
 
     @property
     def free(self) -> int:
@@ -134,12 +142,14 @@ class OnnxLM:
         names = {i.name for i in session.get_inputs()}
         return session.run(None, {k: v for k, v in inputs.items() if k in names})
 
-    def new_cache(self) -> NumpyCache | LevelCaches:
+    def new_cache(self) -> LevelCaches:
         def make() -> NumpyCache:
             return NumpyCache(self.n_layers, self.n_heads, self.head_dim, self.context)
-        return LevelCaches(self.level_count, make) if self.per_step else make()
+        if self.per_step:
+            return LevelCaches(self.level_count, make)
+        return LevelCaches(1, make, commit_final=True)
 
-    def feed(self, cache: NumpyCache | LevelCaches, token: int, halting: Halting,
+    def feed(self, cache: LevelCaches, token: int, halting: Halting,
              refine: bool = True) -> tuple[np.ndarray, int]:
         """Refine the token at the cache's next position (one graph call per supervision step,
         halting after each), commit its (K, V) (per level: its state after that many steps, the
@@ -147,28 +157,26 @@ class OnnxLM:
         refine False (per-step cache only): the token keeps its initial state, 0 steps."""
         if cache.free < 1:
             raise TRMError("KV cache full")
-        levels = cache.levels if isinstance(cache, LevelCaches) else [cache]
         tok = np.array([[token]], np.int64)             # (1, 1)
-        position = np.array([levels[0].pos], np.int64)  # (1,)
+        position = np.array([cache.levels[0].pos], np.int64)  # (1,)
         y, z = self.run("init", token=tok)
         states = [(y, z)]
         for s in range(1, halting.max_steps + 1 if refine else 1):
-            pk, pv = (cache.level(s) if isinstance(cache, LevelCaches) else cache).prefix()  # (NL, 1, H, P, Dh)
+            pk, pv = cache.level(s).prefix()             # (NL, 1, H, P, Dh)
             y, z = self.run("refine", token=tok, position=position, y=y, z=z, prefix_k=pk, prefix_v=pv)
             states.append((y, z))
             if halting.threshold is not None and s >= halting.min_steps:
                 q = self.run("halt", y=y)[0][0, 0]       # float32, as the torch head returns it
                 if 1.0 / (1.0 + np.exp(-q)) >= halting.threshold:
                     break
-        for level_index, level in enumerate(levels):
-            # commit-last: the final state; per-step level l: the state after min(l, steps) steps
-            ly, lz = states[min(level_index, len(states) - 1)] if isinstance(cache, LevelCaches) else states[-1]
+        for level_index, level in enumerate(cache.levels):
+            ly, lz = cache.committed_state(level_index, states)
             pk, pv = level.prefix()
             k, v = self.run("commit", token=tok, y=ly, z=lz, position=position, prefix_k=pk, prefix_v=pv)
             level.commit(k, v)
         return self.run("logits", y=y)[0][0, 0], len(states) - 1
 
-    def start(self, ids: list[int], halting: Halting) -> tuple[NumpyCache | LevelCaches, np.ndarray, int]:
+    def start(self, ids: list[int], halting: Halting) -> tuple[LevelCaches, np.ndarray, int]:
         """A fresh cache with `ids` fed (sequential prefill); the last token's logits and steps.
         A per-step model trained with refine_on "loss" refines only the last prompt token."""
         cache = self.new_cache()
