@@ -51,7 +51,8 @@ STEP_VARIANTS = {
 }
 # --group state-cache: the step-target recipe with the last step weighted most, with the token
 # cache and with the two-level state cache (cache_levels 2), refining every position or only the
-# positions with loss (the others keep their initial state)
+# positions with loss (the others keep their initial state), or those in full and the others for
+# the one step the cache stores (refine_on cached: the every-position model's gradients)
 LINEAR = ["model.max_sup_steps=3", "step_weights=linear", "updates=per_batch", "step_targets=true"]
 STATE = ["commit_input=x+y+z", "data.loss_on=target", "cross_grad=true", "train_cache=previous_step",
          "cache_levels=2", *LINEAR]
@@ -60,6 +61,8 @@ STATE_VARIANTS = {
     "trm, step targets, last weighted most, token cache": [*TARGETS, "refine_on=loss", *LINEAR],
     "trm, the same, state cache (2 levels), every position refined": [*STATE, "refine_on=all"],
     "trm, the same, state cache (2 levels), the loss positions refined": [*STATE, "refine_on=loss"],
+    "trm, the same, state cache (2 levels), the loss positions in full, the others 1 step":
+        [*STATE, "refine_on=cached"],
 }
 GROUPS = {"recipes": VARIANTS, "step-targets": STEP_VARIANTS, "state-cache": STATE_VARIANTS}
 

@@ -64,7 +64,7 @@ def tiny_levels_lm(levels: int, n_sup: int = 3, commit_input: str = "x+y+z", ref
     torch.manual_seed(0)
     net = dataclasses.replace(LMConfig().model, vocab_size=17, seq_len=12, d_model=32, n_heads=4, n_layers=2,
                               n_latent=1, n_cycles=1, max_sup_steps=n_sup, puzzle_emb_len=0, swiglu_multiple=16)
-    data = DataConfig(loss_on="target" if refine_on == "loss" else "all")
+    data = DataConfig(loss_on="all" if refine_on == "all" else "target")
     cfg = LMConfig(model=net, commit_input=commit_input, cache_levels=levels, refine_on=refine_on, data=data)
     return build_model(cfg).eval().double()
 
@@ -77,13 +77,14 @@ LEVELS_FLAGS = ["--set", "commit_input=x+y+z", "--set", "cross_grad=true", "--se
 def train_levels_lm(out, refine_on: str) -> str:
     """Train lm-tiny with a two-level state cache and N_sup 3 (step 3 reads the last level) into
     `out`, 6 optimizer steps: every position refined on text (refine_on "all"), or only the
-    answers of 2-digit sums ("loss"). Returns a prompt in its alphabet."""
+    answers of 2-digit sums in full ("loss": the operands not at all; "cached": for one step).
+    Returns a prompt in its alphabet."""
     from typer.testing import CliRunner
 
     from trmlm.cli.main import app
 
     extra = ["--set", "refine_on=all"] if refine_on == "all" else \
-        ["--task", "add-2", "--set", "refine_on=loss", "--set", "data.loss_on=target"]
+        ["--task", "add-2", "--set", f"refine_on={refine_on}", "--set", "data.loss_on=target"]
     res = CliRunner().invoke(app, ["train-lm", "--preset", "lm-tiny", "--out", str(out), "--quiet",
                                    *LEVELS_FLAGS, *extra])
     assert res.exit_code == 0, res.output

@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxscript,
 from test_export import _ort_generate, export, ort_equals_torch  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["all", "loss"])
+@pytest.fixture(scope="module", params=["all", "loss", "cached"])
 def levels_ckpt(request, tmp_path_factory) -> tuple[Path, Path, str]:
     """A two-level state-cache lm-tiny (model_checks.train_levels_lm), its export, and a prompt."""
     root = tmp_path_factory.mktemp(f"levels_{request.param}")

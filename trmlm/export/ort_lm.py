@@ -133,7 +133,10 @@ class OnnxLM:
             raise TRMError(f"--cache must be commit-last or per-step, got {cache!r}")
         self.per_step = cache == "per-step"
         self.level_count = int(config.get("cache_levels") or 0) or self.n_sup
-        self.refine_last_prompt_token_only = config.get("refine_on") == "loss"  # (per-step only)
+        # (per-step only) refine_on "loss" / "cached": a prompt token before the last is refined
+        # for none / cache_levels - 1 of the steps (LMConfig.unscored_steps)
+        refine_on = config.get("refine_on", "all")
+        self.unscored_steps = {"loss": 0, "cached": self.level_count - 1}.get(refine_on)
 
     def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run one graph; inputs it does not declare are left out (the exporter drops an input the
@@ -154,14 +157,16 @@ class OnnxLM:
         """Refine the token at the cache's next position (one graph call per supervision step,
         halting after each), commit its (K, V) (per level: its state after that many steps, the
         last one above its halting step); returns the next-token logits (V,) and the steps used.
-        refine False (per-step cache only): the token keeps its initial state, 0 steps."""
+        refine False (per-step cache only): the token stops after the model's unscored steps
+        (none: its initial state, 0 steps)."""
         if cache.free < 1:
             raise TRMError("KV cache full")
         tok = np.array([[token]], np.int64)             # (1, 1)
         position = np.array([cache.levels[0].pos], np.int64)  # (1,)
         y, z = self.run("init", token=tok)
         states = [(y, z)]
-        for s in range(1, halting.max_steps + 1 if refine else 1):
+        top = halting.max_steps if refine else min(self.unscored_steps or 0, halting.max_steps)
+        for s in range(1, top + 1):
             pk, pv = cache.level(s).prefix()             # (NL, 1, H, P, Dh)
             y, z = self.run("refine", token=tok, position=position, y=y, z=z, prefix_k=pk, prefix_v=pv)
             states.append((y, z))
@@ -178,9 +183,10 @@ class OnnxLM:
 
     def start(self, ids: list[int], halting: Halting) -> tuple[LevelCaches, np.ndarray, int]:
         """A fresh cache with `ids` fed (sequential prefill); the last token's logits and steps.
-        A per-step model trained with refine_on "loss" refines only the last prompt token."""
+        A per-step model trained with refine_on "loss" or "cached" refines only the last prompt
+        token in full."""
         cache = self.new_cache()
-        only_last = self.per_step and self.refine_last_prompt_token_only
+        only_last = self.per_step and self.unscored_steps is not None
         for i, t in enumerate(ids):
             logits, steps = self.feed(cache, t, halting, refine=not only_last or i == len(ids) - 1)
         return cache, logits, steps

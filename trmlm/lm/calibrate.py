@@ -160,9 +160,10 @@ def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: Calibration
     policy = HaltPolicy.fixed(M)  # round 1: the full-depth cache
     rounds = []
     refine = None
-    if model.cfg.cache_levels and model.cfg.refine_on == "loss":  # it refines the scored positions alone
+    if model.cfg.cache_levels and model.cfg.refine_on != "all":  # it refines the scored positions alone in full
         if scored is None:
-            raise TRMError("a model trained with refine_on=loss is calibrated on its scored positions (--scored targets)")
+            raise TRMError(f"a model trained with refine_on={model.cfg.refine_on} is calibrated on its scored "
+                           "positions (--scored targets)")
         refine = scored.to(windows.device).split(cfg.chunk)
     for r in range(cfg.rounds):
         ys, ces, rights = [], [], []

@@ -145,8 +145,12 @@ class LMConfig:
     # gathered per row, at (loss positions / L) of the refinement cost. With the token cache
     # (commit_input "x") the others' states reach nothing: exact. With cache_levels the others keep
     # their initial state, committed as such (a token-only entry), in training and in decoding,
-    # which refines the last prompt token and the generated ones.
-    refine_on: Literal["all", "loss"] = "all"
+    # which refines the last prompt token and the generated ones. "cached" (cache_levels k >= 2):
+    # every position is refined for the k - 1 steps whose states the cache stores, the positions
+    # with loss to full depth: the model "all" trains (a position without loss is read by later
+    # tokens only through its first k - 1 steps), at less of its cost; decoding refines a prompt
+    # token before the last for those k - 1 steps.
+    refine_on: Literal["all", "loss", "cached"] = "all"
     iso_layers: int = 0            # transformer-iso depth; 0 = model.effective_depth = T (n+1) layers
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=_default_train)
@@ -177,6 +181,11 @@ class LMConfig:
             raise ValueError("refine_on=loss needs commit_input=x (a cache no state reaches) or cache_levels "
                              "(the others' states stay initial in training and decoding), "
                              "data.loss_on=target and updates per_step or per_batch (refine_on=all otherwise)")
+        if self.refine_on == "cached" and (self.cache_levels < 2 or self.data.loss_on != "target"
+                                           or self.updates == "sampled"):
+            raise ValueError("refine_on=cached needs cache_levels >= 2 (its prompt positions are refined for "
+                             "the cache_levels - 1 steps the cache stores), data.loss_on=target and updates "
+                             "per_step or per_batch")
         if self.train_depth_min and (self.step_weights != "last" or self.updates == "sampled"
                                      or not 1 <= self.train_depth_min <= self.model.max_sup_steps):
             raise ValueError(f"train_depth_min={self.train_depth_min} needs step_weights=last, updates "
@@ -209,6 +218,12 @@ class LMConfig:
     def decodes_per_step(self) -> bool:
         """Whether its own decoder is the step-synchronous one (a TRM trained with cache_levels)."""
         return self.arch == "trm" and self.cache_levels > 0
+
+    @property
+    def unscored_steps(self) -> int | None:
+        """The supervision steps a position without loss gets (a prompt token before the last):
+        None = as many as any other (refine_on all), 0 (loss), cache_levels - 1 (cached)."""
+        return {"all": None, "loss": 0, "cached": self.cache_levels - 1}[self.refine_on]
 
     @property
     def max_steps(self) -> int:

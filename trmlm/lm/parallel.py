@@ -69,6 +69,11 @@ def take_positions(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
+def take_state(state: RecursionState, index: Tensor) -> RecursionState:
+    """`state` (B, L, D) at the gathered positions `index` (B, S), differentiably."""
+    return RecursionState(take_positions(state.y, index), take_positions(state.z, index))
+
+
 def put_positions(full: RecursionState, index: Tensor, valid: Tensor, part: RecursionState) -> RecursionState:
     """`full` (B, L, D) with the gathered positions `index` (B, S) that are `valid` replaced by
     `part` (B, S, D): the inverse of take_positions, differentiable in both."""
@@ -187,11 +192,12 @@ def level_states(model: TRMLanguageModel, x: Tensor, steps: int, refine: Tensor 
     """cache_levels k: the states after steps 1..`steps` of every position, step s reading the
     commit of the states after min(s - 1, k - 1) steps: the level decoder at fixed depth
     (stepsync.py), exactly, in `steps` parallel passes. `refine` (B, L) bool: only those
-    positions are refined, the others keep their initial state (refine_on "loss")."""
+    positions are refined to depth `steps`; the others stop after the model's unscored_steps
+    (refine_on "loss": 0, they keep their initial state; "cached": k - 1)."""
     k = model.cfg.cache_levels or model.cfg.model.max_sup_steps
-    initial = model.initial_state(*x.shape[:2])
-    states = [initial]
+    stop = model.cfg.unscored_steps or 0
+    states = [model.initial_state(*x.shape[:2])]
     for s in range(steps):
         new = supervision_sweep(model, states[s], x, grad="none", committed=states[min(s, k - 1)])
-        states.append(new if refine is None else initial.where(refine, new))
+        states.append(new if refine is None or s < stop else states[s].where(refine, new))
     return states[1:]

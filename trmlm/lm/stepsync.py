@@ -49,17 +49,21 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
     then its states are committed level by level.
     A token that halts after h steps commits its last state to the levels above h (the "latest
     step" fallback), so with halting this is no longer the training pass exactly.
-    `refine` (B,) bool: rows whose token is not refined keep the initial state at every level
-    and report 0 steps (refine_on "loss": a prompt token before the last)."""
+    `refine` (B,) bool: rows whose token is not refined (a prompt token before the last) stop
+    after the model's unscored_steps: refine_on "loss", none (the initial state at every level,
+    0 steps); "cached", cache_levels - 1 (as many as the levels store)."""
     position = caches.levels[0].positions(1)
     x = model.embed_tokens(token[:, None])  # (B, 1, D)
     B = x.shape[0]
     state = model.initial_state(B, 1)
     states = [state]
-    active = torch.ones(B, dtype=torch.bool, device=x.device) if refine is None else refine.clone()
+    active = torch.ones(B, dtype=torch.bool, device=x.device)
+    stop = model.cfg.unscored_steps or 0  # (the steps of a row not refined)
     steps = torch.zeros(B, dtype=torch.long, device=x.device)
     policy.begin(B, x.device, 1)
     for s in range(1, policy.max_steps + 1):
+        if refine is not None and s == stop + 1:
+            active = active & refine
         if not bool(active.any()):
             break
         new = model.refine(state, x, position, caches.level(s).prefix(), None, grad="none")
@@ -73,11 +77,13 @@ def decode_step_sync(model: TRMLanguageModel, caches: StepCaches, token: Tensor,
         level.commit(model.commit_kv(x, states[min(s, len(states) - 1)], position, level.prefix()))
     # The rule's final choice (e.g. the oracle's best step) is what the token predicts from; the
     # levels keep the per-step states (the exact form of training). Rows not refined keep the
-    # initial state and 0 steps (a batch of them alone takes no step for the rule to choose from).
+    # state and the steps they stopped with (a batch of them alone with no step takes none for
+    # the rule to choose from).
+    refined_steps = steps
     y, steps = policy.finish(state.y, steps[:, None]) if len(states) > 1 else (state.y, steps[:, None])
     if refine is not None:
         y = torch.where(refine[:, None, None], y, state.y)
-        steps = torch.where(refine[:, None], steps, torch.zeros_like(steps))
+        steps = torch.where(refine[:, None], steps, refined_steps[:, None])
     return DecodeOut(model.logits(y)[:, 0], steps[:, 0])
 
 
@@ -116,7 +122,7 @@ def prefill_into(model: LanguageModel, cache, tokens: Tensor, policy: HaltPolicy
     level decoder has no parallel prefill). Returns the last token's DecodeOut and the prompt's steps."""
     if isinstance(cache, StepCaches):
         refine = None
-        if model.cfg.refine_on == "loss":  # (trained so: only the last prompt token is refined)
+        if model.cfg.refine_on != "all":  # (trained so: only the last prompt token is refined in full)
             refine = torch.zeros_like(tokens, dtype=torch.bool)
             refine[:, -1] = True
         logits, steps = run_token_by_token(refining(decode_step_sync, refine), model, cache, tokens, policy)

@@ -13,7 +13,7 @@ from trmlm.distributed import DeepSpeedStepper
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.objective import halt_loss, masked_mean, step_log, step_weights
 from trmlm.lm.parallel import (commit_pass, final_sweep_states, loss_positions, put_positions, refine_at,
-                               step_commit, supervision_sweep, take_positions)
+                               step_commit, supervision_sweep, take_positions, take_state)
 from trmlm.losses import token_cross_entropy
 
 if TYPE_CHECKING:
@@ -44,13 +44,11 @@ class TRMBatches:
             return [self._train_sampled(inp, tgt, mask)]
         per_batch = cfg.updates == "per_batch"
         state = full_state = model.initial_state(*inp.shape)
-        index, halt_mask = None, None
-        if cfg.refine_on == "loss":  # refine only the positions with loss (the others stay initial)
-            index, halt_mask = loss_positions(mask)
-            tgt, mask = tgt.gather(1, index), halt_mask
-            if step_tgt is not None:
-                step_tgt = step_tgt.gather(2, index.expand(step_tgt.shape[0], *index.shape))
-            state = model.initial_state(*index.shape)
+        # refine_on "loss" / "cached": from step `narrow_at` on (0 / cache_levels - 1) only the
+        # positions with loss are refined, gathered per row; the others keep their state
+        index, halt_mask, narrow_at = None, None, cfg.unscored_steps
+        if narrow_at is not None:
+            halt_mask = mask  # the halting head learns on the positions with loss alone
         history: list[tuple[Tensor, Tensor]] = []  # detached (y_s, CE_s) for the halting labels
         committed = None  # "previous_step": each step commits y^(s-1) (docs/language-model.md)
         if self._final_cache():
@@ -99,6 +97,15 @@ class TRMBatches:
                     if per_batch:
                         kvs = step_commit(model, model.embed_tokens(inp), level, grad=cfg.commit_grad,
                                           cross_grad=cfg.cross_grad)
+            if s == narrow_at:  # (the targets, the mask, the state and the halting history, gathered)
+                index, halt_mask = loss_positions(mask)
+                final_tgt, mask = final_tgt.gather(1, index), halt_mask
+                if step_tgt is not None:
+                    step_tgt = step_tgt.gather(2, index.expand(step_tgt.shape[0], *index.shape))
+                tgt = final_tgt if step_tgt is None else step_tgt[s]
+                state = model.initial_state(*index.shape) if s == 0 else take_state(state, index)
+                history = [(take_positions(y, index), ce.gather(1, index)) for y, ce in history]
+            with self.runtime.autocast():
                 new = advance(state, weights[s] > 0)
                 logits = model.logits(new.y)
                 ce = token_cross_entropy(logits, tgt, cfg.train.loss)  # (B, L) or (B, S)
