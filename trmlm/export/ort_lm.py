@@ -25,6 +25,7 @@ import numpy as np
 
 from trmlm.errors import TRMError
 from trmlm.export.manifest import read_manifest
+from trmlm.lm.config import unscored_steps
 
 
 def make_session(path: Path, threads: int = 1):
@@ -135,8 +136,7 @@ class OnnxLM:
         self.level_count = int(config.get("cache_levels") or 0) or self.n_sup
         # (per-step only) refine_on "loss" / "cached": a prompt token before the last is refined
         # for none / cache_levels - 1 of the steps (LMConfig.unscored_steps)
-        refine_on = config.get("refine_on", "all")
-        self.unscored_steps = {"loss": 0, "cached": self.level_count - 1}.get(refine_on)
+        self.unscored_steps = unscored_steps(config.get("refine_on", "all"), int(config.get("cache_levels") or 0))
 
     def run(self, graph: str, **inputs: np.ndarray) -> list[np.ndarray]:
         """Run one graph; inputs it does not declare are left out (the exporter drops an input the

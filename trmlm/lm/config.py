@@ -223,11 +223,16 @@ class LMConfig:
     def unscored_steps(self) -> int | None:
         """The supervision steps a position without loss gets (a prompt token before the last):
         None = as many as any other (refine_on all), 0 (loss), cache_levels - 1 (cached)."""
-        return {"all": None, "loss": 0, "cached": self.cache_levels - 1}[self.refine_on]
+        return unscored_steps(self.refine_on, self.cache_levels)
 
     @property
     def max_steps(self) -> int:
         return self.halt.max_steps or self.model.max_sup_steps
+
+
+def unscored_steps(refine_on: str, cache_levels: int) -> int | None:
+    """LMConfig.unscored_steps from the two keys (also read from an export's manifest)."""
+    return {"all": None, "loss": 0, "cached": cache_levels - 1}[refine_on]
 
 
 def lm_config_defaults() -> dict[str, Any]:

@@ -85,7 +85,6 @@ class TRMBatches:
             if not per_batch and s > 0 and not self._budget_left():
                 break
             last = s == S - 1
-            tgt = final_tgt if step_tgt is None else step_tgt[s]  # (step_targets: the config needs depth N_sup)
             with self.runtime.autocast():
                 if cfg.cache_levels and s == cfg.cache_levels - 1:
                     # cache_levels k: from step k on (hold steps too) every step reads the commit
@@ -102,9 +101,9 @@ class TRMBatches:
                 final_tgt, mask = final_tgt.gather(1, index), halt_mask
                 if step_tgt is not None:
                     step_tgt = step_tgt.gather(2, index.expand(step_tgt.shape[0], *index.shape))
-                tgt = final_tgt if step_tgt is None else step_tgt[s]
-                state = model.initial_state(*index.shape) if s == 0 else take_state(state, index)
+                state = take_state(state, index)
                 history = [(take_positions(y, index), ce.gather(1, index)) for y, ce in history]
+            tgt = final_tgt if step_tgt is None else step_tgt[s]  # (step_targets: the config needs depth N_sup)
             with self.runtime.autocast():
                 new = advance(state, weights[s] > 0)
                 logits = model.logits(new.y)
