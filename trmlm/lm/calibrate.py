@@ -160,7 +160,7 @@ def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: Calibration
     policy = HaltPolicy.fixed(M)  # round 1: the full-depth cache
     rounds = []
     refine = None
-    if model.cfg.cache_levels and model.cfg.refine_on != "all":  # it refines the scored positions alone in full
+    if model.cfg.cache_levels and model.cfg.unscored_steps is not None:  # it refines the scored positions alone in full
         if scored is None:
             raise TRMError(f"a model trained with refine_on={model.cfg.refine_on} is calibrated on its scored "
                            "positions (--scored targets)")

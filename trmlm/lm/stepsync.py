@@ -122,7 +122,7 @@ def prefill_into(model: LanguageModel, cache, tokens: Tensor, policy: HaltPolicy
     level decoder has no parallel prefill). Returns the last token's DecodeOut and the prompt's steps."""
     if isinstance(cache, StepCaches):
         refine = None
-        if model.cfg.refine_on != "all":  # (trained so: only the last prompt token is refined in full)
+        if model.cfg.unscored_steps is not None:  # (trained so: only the last prompt token is refined in full)
             refine = torch.zeros_like(tokens, dtype=torch.bool)
             refine[:, -1] = True
         logits, steps = run_token_by_token(refining(decode_step_sync, refine), model, cache, tokens, policy)

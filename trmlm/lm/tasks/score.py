@@ -213,7 +213,7 @@ def _teacher_forced(model: LanguageModel, tokenizer: Tokenizer, chunk: list[Exam
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(ex.text) for ex in chunk], device=device)  # (B, L)
     make_cache, step_fn = own_decoder(model, per_step_cache)
-    if per_step_cache and model.cfg.refine_on != "all":  # (trained so: the prompt before its last token is not refined in full)
+    if per_step_cache and model.cfg.unscored_steps is not None:  # (trained so: the prompt before its last token is not refined in full)
         first = torch.tensor([len(tokenizer.encode(ex.prompt)) - 1 for ex in chunk], device=device)
         step_fn = refining(step_fn, torch.arange(ids.shape[1] - 1, device=device)[None] >= first[:, None])
     if isinstance(policy, OracleExit):
