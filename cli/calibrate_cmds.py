@@ -33,7 +33,7 @@ def calibrate_halt_cmd(
     """Refit the halting head q (and only it) on labels from the states sequential decoding reaches.
 
     Every other weight is kept. The labels say "halt after step s" unless a later step lowers the
-    token's next-token loss by more than --margin (docs/language-model.md, "Halting calibrated on
+    token's next-token loss by more than --margin (docs/lm-experiments.md, "Halting calibrated on
     decoding's states"). Writes a new checkpoint; the input directory is never touched.
     """
     import dataclasses

@@ -99,7 +99,7 @@ def train_lm_cmd(
     config: Optional[str] = typer.Option(None, "--config", help="YAML file merged over the preset."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. --set model.d_model=64 (repeatable)."),
     data: list[str] = typer.Option([], "--data", help="Local text/json/jsonl file (repeatable); default: embedded tiny Shakespeare."),
-    task: Optional[str] = typer.Option(None, "--task", help="Built-in reasoning-text task instead of text: add-D, mul-D, arith, hops-K, hops (each also -cot), sudoku-text[-B]; see docs/language-model.md."),
+    task: Optional[str] = typer.Option(None, "--task", help="Built-in reasoning-text task instead of text: add-D, mul-D, arith, hops-K, hops, sudoku-text[-B] (each also -cot: a scratchpad first); see docs/language-model.md."),
     model: Optional[str] = typer.Option(None, "--model", help="trm | transformer | transformer-iso (default: the preset's)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Checkpoint directory (default runs/<preset>-<model>)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

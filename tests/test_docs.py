@@ -75,3 +75,45 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     assert LINK.findall("[a](docs/x.md#y) and ![img](img/p.png)") == ["docs/x.md#y", "img/p.png"]
     assert CODE_PATH.findall("`trmlm/act.py::continue_target` and `runs/x`") == ["trmlm/act.py"]
     assert in_repository("trmlm/configs/sudoku-cpu.yaml").is_file() and in_repository("trmlm/puzzle").is_dir()
+
+
+HEADING = re.compile(r"^#{1,6} +(.+?) *#*$", re.M)
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: link text kept, formatting and punctuation dropped,
+    lower case, each space a hyphen."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "").replace("*", "")
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set:
+    found, seen = set(), {}
+    for heading in HEADING.findall(without_code_blocks(page.read_text())):
+        base = slug(heading)
+        n = seen.get(base, 0)
+        found.add(base if n == 0 else f"{base}-{n}")
+        seen[base] = n + 1
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_section_links_reach_a_heading(page):
+    broken = []
+    for target in LINK.findall(without_code_blocks(page.read_text())):
+        if "#" not in target or re.match(r"[a-z][a-z0-9+.-]*:", target):
+            continue
+        path, anchor = target.split("#", 1)
+        other = page if not path else page.parent / path
+        if other.suffix == ".md" and other.exists() and anchor not in anchors(other):
+            broken.append(target)
+    assert not broken, f"{page_id(page)} links to sections that no heading has: {broken}"
+
+
+def test_slugs_follow_github():
+    assert slug("Measured: the state cache at the arithmetic preset's 30 CPU-minutes (test problems, 2026-12-07, later)") \
+        == "measured-the-state-cache-at-the-arithmetic-presets-30-cpu-minutes-test-problems-2026-12-07-later"
+    assert slug("With n = 1, N_sup = 2, batch 16 (2026-12-05, the arithmetic preset's step)") \
+        == "with-n--1-n_sup--2-batch-16-2026-12-05-the-arithmetic-presets-step"
+    assert slug("Reasoning-text tasks (`trm train-lm --task NAME`)") == "reasoning-text-tasks-trm-train-lm---task-name"
+    assert slug("**Bold** and [a link](x.md)") == "bold-and-a-link"

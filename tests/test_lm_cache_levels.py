@@ -1,6 +1,6 @@
 """cache_levels k: supervision step s reads the commit of the earlier tokens' states after
 min(s - 1, k - 1) steps, in training and in the step-synchronous decoder, whose KV memory is k
-levels whatever the depth (docs/language-model.md, "A state cache with two levels")."""
+levels whatever the depth (docs/language-model.md, "A state cache with a fixed number of levels")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""commit_input "x": the cache holds the tokens alone (docs/language-model.md, "A cache of the tokens")."""
+"""commit_input "x": the cache holds the tokens alone (docs/language-model.md, "The token cache")."""
 
 from __future__ import annotations
 

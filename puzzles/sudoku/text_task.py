@@ -6,6 +6,19 @@
 Given cells are copies of the prompt (easy tokens: category "given"); blank cells need the
 row/column/box reasoning (hard tokens: "blank"). Puzzles come from the project's generator
 (unique solution, exactly B blanks), so the data are unlimited and seeded.
+
+The chain-of-thought variant (`sudoku-text-B-cot`, the scratchpad baseline) first writes the
+blanks in the order a person fills them, each as row letter, column digit and value ("c57":
+row 3, column 5 holds 7), then ">" and the same 81-digit solution:
+
+    <puzzle>=c57a13...>534678912...
+
+The order (`deduction_order`) takes, while blanks remain, the first blank in row-major order
+that is a naked single (its peers hold the other eight digits), else the first hidden single
+(a unit where a digit has one place left; rows, then columns, then boxes, digits 1-9), else the
+first blank with its value from the solution (a step no single forces: puzzles that need a
+guess have some). So each written cell follows from the givens and the cells written before it,
+the unit of work a scratchpad spells out.
 """
 
 from __future__ import annotations
@@ -14,11 +27,47 @@ import numpy as np
 
 from trmlm.lm.tasks import register_task
 from trmlm.lm.tasks.arithmetic import Mixture
-from trmlm.lm.tasks.base import BLANK, END, GIVEN, PROMPT, SEPARATOR, Example, TextTask
+from trmlm.lm.tasks.base import BLANK, END, GIVEN, PROMPT, SCRATCH, SEPARATOR, Example, TextTask
 from trmlm.puzzles.sudoku.generator import generate_puzzle
 from trmlm.puzzles.sudoku.grid import is_valid_solution
+from trmlm.puzzles.sudoku.solver import ALL, BIT, PEERS, UNITS
 
 BLANK_LEVELS = (10, 20, 30, 45)
+ROW_LETTERS = "abcdefghi"
+
+
+def _candidates(grid: list[int], cell: int) -> int:
+    used = 0
+    for p in PEERS[cell]:
+        used |= BIT[grid[p]]
+    return ALL & ~used
+
+
+def deduction_order(puzzle, solution) -> list[tuple[int, str]]:
+    """The blanks of `puzzle` in the order the scratchpad writes them, each with how it was
+    found: "naked" (a naked single), "hidden" (a hidden single) or "guess" (no single left; the
+    solution's value). Every single's value is the solution's, the solution being unique."""
+    grid = [int(v) for v in puzzle]
+    blanks = [c for c in range(81) if grid[c] == 0]
+    order: list[tuple[int, str]] = []
+    while blanks:
+        found = next(((c, "naked") for c in blanks if _candidates(grid, c) in BIT[1:]), None)
+        if found is None:
+            found = next(((c, "hidden") for unit in UNITS for d in range(1, 10)
+                          for c in _only_place(grid, unit, d)), None)
+        cell, kind = found if found is not None else (blanks[0], "guess")
+        grid[cell] = int(solution[cell])
+        blanks.remove(cell)
+        order.append((cell, kind))
+    return order
+
+
+def _only_place(grid: list[int], unit: tuple[int, ...], digit: int) -> list[int]:
+    """[the one blank of `unit` that can hold `digit`], or [] (placed already, or several places)."""
+    if any(grid[c] == digit for c in unit):
+        return []
+    places = [c for c in unit if grid[c] == 0 and _candidates(grid, c) & BIT[digit]]
+    return places if len(places) == 1 else []
 
 
 class SudokuText(TextTask):
@@ -44,6 +93,32 @@ class SudokuText(TextTask):
         return bool(is_valid_solution(np.array([int(c) for c in line]).reshape(9, 9)))
 
 
+class SudokuTextCot(SudokuText):
+    """The scratchpad form: the blanks in deduction order ("c57" = row c, column 5, value 7),
+    ">", then the solution. The same puzzles as SudokuText for the same random draws."""
+
+    def __init__(self, blanks: int) -> None:
+        super().__init__(blanks)
+        self.name = f"sudoku-text-{blanks}-cot"
+        self.alphabet = ".123456789=" + ROW_LETTERS + ">" + END
+        self.max_target = 3 * blanks + 1 + 82
+
+    def example(self, rng: np.random.Generator) -> Example:
+        puzzle, solution, _ = generate_puzzle(rng, n_blanks=self.blanks)
+        prompt = "".join("." if v == 0 else str(v) for v in puzzle) + "="
+        answer = "".join(str(v) for v in solution)
+        scratch = "".join(f"{ROW_LETTERS[c // 9]}{c % 9 + 1}{solution[c]}" for c, _ in deduction_order(puzzle, solution))
+        cats = ([PROMPT] * 81 + [SEPARATOR] + [SCRATCH] * len(scratch) + [SEPARATOR]
+                + [GIVEN if v else BLANK for v in puzzle] + [SEPARATOR])
+        return Example(prompt, scratch + ">" + answer + END, answer, tuple(cats), self.name)
+
+    def extract_answer(self, generated: str) -> str:
+        """The 81 digits after the last ">" of the line (the scratchpad dropped)."""
+        return generated.split(END, 1)[0].rsplit(">", 1)[-1]
+
+
 for _b in BLANK_LEVELS:
     register_task(f"sudoku-text-{_b}", lambda b=_b: SudokuText(b))
+    register_task(f"sudoku-text-{_b}-cot", lambda b=_b: SudokuTextCot(b))
 register_task("sudoku-text", lambda: Mixture("sudoku-text", [SudokuText(b) for b in BLANK_LEVELS]))
+register_task("sudoku-text-cot", lambda: Mixture("sudoku-text-cot", [SudokuTextCot(b) for b in BLANK_LEVELS]))

@@ -20,7 +20,7 @@ refits only q_head (a linear probe on y) on labels computed from the states deco
   4. q_head fitted by BCE on the steps before the last (the last step always stops).
 
 Round r + 1 reads the cache committed under the head fitted in round r, so the labels come from
-the states that the refitted exit itself makes decoding reach. docs/language-model.md has the
+the states that the refitted exit itself makes decoding reach. docs/lm-experiments.md has the
 measured effect ("Halting calibrated on decoding's states")."""
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = No
         raise TRMError(f"step_targets: task {cfg.data.task} writes no intermediate answers (hops and arith do)")
     heldout = task.examples(cfg.data.task_eval_problems, cfg.data.task_eval_seed)
     test = task.examples(cfg.data.task_test_problems, cfg.data.task_test_seed)
+    task.check_fits(heldout + test, cfg.context)
     tok = tokenizer or CharTokenizer(sorted(set(task.alphabet)))
     rows = heldout_rows(heldout, cfg.context + 1)
     if not rows:

@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from trmlm.errors import TRMError
+
 # Per-character categories. A token's category is that of the character it *predicts*, so the
 # steps a position spends are charged to the token it produces (as `trm generate` shows them).
 PROMPT, SEPARATOR, ANSWER, SCRATCH, GIVEN, BLANK = "prompt", "separator", "answer", "scratch", "given", "blank"
@@ -78,6 +80,14 @@ class TextTask:
 
     def is_correct(self, example: Example, generated: str) -> bool:
         return self.extract_answer(generated) == example.answer
+
+    def check_fits(self, examples: list[Example], context: int) -> None:
+        """A one-line TRMError unless every prompt of `examples` with the longest answer greedy
+        decoding may write (max_target) fits in `context` positions."""
+        need = max(len(ex.prompt) for ex in examples) + self.max_target
+        if need > context:
+            raise TRMError(f"task {self.name}: a prompt and its answer take up to {need} tokens, more than "
+                           f"the model's context of {context}; it needs model.seq_len >= {need}")
 
 
 @dataclass

@@ -103,6 +103,7 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
     `per_step_cache` (TRM): every figure with the step-synchronous decoder (stepsync.py), whose
     KV bytes per token are its levels' (N_sup, or LMConfig.cache_levels) times the commit-last
     cache's. None: the decoder the model was trained for (per-step with cache_levels > 0)."""
+    task.check_fits(examples, model.cfg.context)
     if per_step_cache is None:
         per_step_cache = model.cfg.decodes_per_step
     if per_step_cache and not isinstance(model, TRMLanguageModel):
