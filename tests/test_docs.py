@@ -3,6 +3,7 @@ lacks (notes outside it, working-session labels) and every relative link and fil
 name exists."""
 
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -87,14 +88,15 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
 
 
-def anchors(page: Path) -> set:
+@lru_cache(maxsize=None)
+def anchors(page: Path) -> frozenset:
     found, seen = set(), {}
     for heading in HEADING.findall(without_code_blocks(page.read_text())):
         base = slug(heading)
         n = seen.get(base, 0)
         found.add(base if n == 0 else f"{base}-{n}")
         seen[base] = n + 1
-    return found
+    return frozenset(found)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)

@@ -1,4 +1,5 @@
-"""Reasoning-text tasks: generators, categories, the exact-answer scorer, CoT formats, training options."""
+"""Reasoning-text tasks: generators, categories, the exact-answer scorer, CoT formats, training options
+(Sudoku as text: tests/test_lm_sudoku_text.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,11 @@ from trmlm.lm.model import TransformerLM, build_model
 from trmlm.lm.parallel import final_sweep_states, supervision_sweep
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.tasks import HOPS_LADDER, get_task, rungs
-from trmlm.lm.tasks.base import ANSWER, BLANK, GIVEN, PROMPT, SCRATCH, SEPARATOR
+from trmlm.lm.tasks.base import ANSWER, PROMPT, SCRATCH, SEPARATOR
 from trmlm.lm.tasks.hops import parse_prompt
 from trmlm.lm.tasks.batches import TaskBatches, disjoint_rungs
 from trmlm.lm.tasks.score import score_task
 from trmlm.lm.tokenizer import CharTokenizer
-from trmlm.puzzles.lm_tasks import get_task as get_any_task
-from trmlm.puzzles.sudoku.grid import is_valid_solution
 
 
 def _operands(prompt: str) -> tuple[int, str, int]:
@@ -117,76 +116,6 @@ def test_hops_categories_of_a_hand_made_line():
     assert cot.categories == (PROMPT,) * 11 + (SEPARATOR, SCRATCH, SCRATCH, SEPARATOR, ANSWER, SEPARATOR)
     with pytest.raises(TRMError, match="hops must be in 1..7"):
         get_task("hops-8")
-
-def test_sudoku_text_lines_are_valid_and_categorised():
-    task = get_any_task("sudoku-text-30")
-    for ex in task.examples(5, seed=0):
-        puzzle, solution = ex.prompt[:81], ex.answer
-        assert ex.prompt[81] == "=" and len(solution) == 81
-        assert is_valid_solution(np.array([int(c) for c in solution]).reshape(9, 9))
-        assert puzzle.count(".") == 30
-        assert all(p in (".", s) for p, s in zip(puzzle, solution))   # givens are copied
-        cats = ex.categories[82:163]
-        assert [c == BLANK for c in cats] == [p == "." for p in puzzle]
-        assert all(c == GIVEN for c, p in zip(cats, puzzle) if p != ".")
-        assert task.is_valid(ex.target) and task.is_correct(ex, ex.target)
-    assert get_any_task("sudoku-text").examples(3, seed=0) == get_any_task("sudoku-text").examples(3, seed=0)
-
-
-def _forced(grid: list[int], cell: int, value: int) -> bool:
-    """Independently of the generator's solver: `value` is the only digit `cell`'s row, column
-    and box leave it, or the only place left for `value` in one of those units."""
-    r, c = divmod(cell, 9)
-    def unit_cells(kind):
-        return ([r * 9 + j for j in range(9)] if kind == 0 else [i * 9 + c for i in range(9)] if kind == 1
-                else [(r // 3 * 3 + i // 3) * 9 + c // 3 * 3 + i % 3 for i in range(9)])
-    def allowed(k):
-        kr, kc = divmod(k, 9)
-        seen = {grid[kr * 9 + j] for j in range(9)} | {grid[i * 9 + kc] for i in range(9)}
-        seen |= {grid[(kr // 3 * 3 + i // 3) * 9 + kc // 3 * 3 + i % 3] for i in range(9)}
-        return set(range(1, 10)) - seen
-    if allowed(cell) == {value}:
-        return True
-    return any([k for k in unit_cells(u) if grid[k] == 0 and value in allowed(k)] == [cell] for u in range(3))
-
-
-def test_sudoku_scratchpad_fills_the_blanks_each_forced_by_what_came_before():
-    plain, cot = get_any_task("sudoku-text"), get_any_task("sudoku-text-cot")
-    steps = forced = 0
-    for ex, ref in zip(cot.examples(24, seed=4), plain.examples(24, seed=4)):
-        assert (ex.prompt, ex.answer) == (ref.prompt, ref.answer)       # the same puzzles
-        trace, answer = ex.target[:-1].split(">")
-        assert answer == ex.answer and cot.is_correct(ex, ex.target)
-        grid = [0 if ch == "." else int(ch) for ch in ex.prompt[:81]]
-        groups = [trace[i:i + 3] for i in range(0, len(trace), 3)]
-        cells = ["abcdefghi".index(g[0]) * 9 + int(g[1]) - 1 for g in groups]
-        assert sorted(cells) == [k for k in range(81) if grid[k] == 0]   # every blank once
-        for cell, g in zip(cells, groups):
-            assert int(g[2]) == int(ex.answer[cell])
-            steps += 1
-            forced += _forced(grid, cell, int(g[2]))
-            grid[cell] = int(g[2])
-        n = len(trace)
-        assert ex.categories[82:82 + n] == (SCRATCH,) * n and ex.categories[82 + n] == SEPARATOR
-        assert [c == BLANK for c in ex.categories[83 + n:164 + n]] == [ch == "." for ch in ex.prompt[:81]]
-        assert cot.member(ex).max_target == len(ex.target)
-    assert forced >= 0.99 * steps      # the generator's puzzles need a guess at most rarely
-    last = cot.examples(1, seed=4)[0]
-    assert cot.member(last).extract_answer(last.target.replace(">", ">9", 1)) != last.answer
-
-
-def test_a_task_longer_than_the_context_is_refused_before_training(tmp_path):
-    cot = get_any_task("sudoku-text-45-cot")
-    examples = cot.examples(2, seed=0)
-    cot.check_fits(examples, 300)                       # 82 + 218: fits exactly
-    with pytest.raises(TRMError, match="take up to 300 tokens, more than the model's context of 299"):
-        cot.check_fits(examples, 299)
-    result = CliRunner().invoke(app, ["train-lm", "--preset", "lm-sudoku-text-cpu", "--task", "sudoku-text-cot",
-                                      "--model", "transformer", "--out", str(tmp_path / "run"), "--quiet"])
-    assert result.exit_code == 2 and "needs model.seq_len >= 300" in result.output
-    written = [p.name for p in (tmp_path / "run").iterdir() if p.name != ".trm-run"]   # the run marker only
-    assert "Traceback" not in result.output and not written
-
 
 def test_unknown_task_is_a_one_line_error():
     with pytest.raises(TRMError, match="unknown task 'add'"):

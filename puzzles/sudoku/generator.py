@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from trmlm.puzzles.sudoku.dataset import SudokuSet
-from trmlm.puzzles.sudoku.solver import ALL, BIT, PEERS, has_other_solution, solve_cells
+from trmlm.puzzles.sudoku.solver import BIT, has_other_solution, peer_candidates, solve_cells
 from trmlm.errors import TRMError
 
 # Bump when the algorithm or its random draws change, so cached sets are regenerated.
@@ -37,10 +37,7 @@ def _random_solution(rnd: random.Random) -> list[int]:
 
 def _forced_by_givens(cells: list[int], cell: int) -> bool:
     """True if the givens among the cell's peers already hold the other eight digits."""
-    used = BIT[cells[cell]]
-    for p in PEERS[cell]:
-        used |= BIT[cells[p]]
-    return used == ALL
+    return peer_candidates(cells, cell) & ~BIT[cells[cell]] == 0
 
 
 def _dig(solution: list[int], n_blanks: int, rnd: random.Random) -> list[int] | None:

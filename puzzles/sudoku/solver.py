@@ -45,6 +45,14 @@ PEERS = tuple(tuple(sorted({p for u in UNITS if c in u for p in u} - {c})) for c
 CELL_RCB = tuple((c // 9, c % 9, c // 27 * 3 + c % 9 // 3) for c in range(81))  # row, column, box
 
 
+def peer_candidates(cells: Sequence[int], cell: int) -> int:
+    """The mask of digits none of `cell`'s 20 peers holds in `cells` (0 = blank)."""
+    used = 0
+    for p in PEERS[cell]:
+        used |= BIT[cells[p]]
+    return ALL & ~used
+
+
 @dataclass
 class SolveResult:
     """Outcome of solve(): first solution, solutions counted up to the limit, and effort."""

@@ -30,17 +30,10 @@ from trmlm.lm.tasks.arithmetic import Mixture
 from trmlm.lm.tasks.base import BLANK, END, GIVEN, PROMPT, SCRATCH, SEPARATOR, Example, TextTask
 from trmlm.puzzles.sudoku.generator import generate_puzzle
 from trmlm.puzzles.sudoku.grid import is_valid_solution
-from trmlm.puzzles.sudoku.solver import ALL, BIT, PEERS, UNITS
+from trmlm.puzzles.sudoku.solver import BIT, UNITS, peer_candidates
 
 BLANK_LEVELS = (10, 20, 30, 45)
 ROW_LETTERS = "abcdefghi"
-
-
-def _candidates(grid: list[int], cell: int) -> int:
-    used = 0
-    for p in PEERS[cell]:
-        used |= BIT[grid[p]]
-    return ALL & ~used
 
 
 def deduction_order(puzzle, solution) -> list[tuple[int, str]]:
@@ -51,7 +44,7 @@ def deduction_order(puzzle, solution) -> list[tuple[int, str]]:
     blanks = [c for c in range(81) if grid[c] == 0]
     order: list[tuple[int, str]] = []
     while blanks:
-        found = next(((c, "naked") for c in blanks if _candidates(grid, c) in BIT[1:]), None)
+        found = next(((c, "naked") for c in blanks if peer_candidates(grid, c) in BIT[1:]), None)
         if found is None:
             found = next(((c, "hidden") for unit in UNITS for d in range(1, 10)
                           for c in _only_place(grid, unit, d)), None)
@@ -66,7 +59,7 @@ def _only_place(grid: list[int], unit: tuple[int, ...], digit: int) -> list[int]
     """[the one blank of `unit` that can hold `digit`], or [] (placed already, or several places)."""
     if any(grid[c] == digit for c in unit):
         return []
-    places = [c for c in unit if grid[c] == 0 and _candidates(grid, c) & BIT[digit]]
+    places = [c for c in unit if grid[c] == 0 and peer_candidates(grid, c) & BIT[digit]]
     return places if len(places) == 1 else []
 
 
@@ -81,8 +74,14 @@ class SudokuText(TextTask):
         puzzle, solution, _ = generate_puzzle(rng, n_blanks=self.blanks)
         prompt = "".join("." if v == 0 else str(v) for v in puzzle) + "="
         answer = "".join(str(v) for v in solution)
-        cats = [PROMPT] * 81 + [SEPARATOR] + [GIVEN if v else BLANK for v in puzzle] + [SEPARATOR]
-        return Example(prompt, answer + END, answer, tuple(cats), self.name)
+        trace = self.scratchpad(puzzle, solution)
+        head, head_cats = (trace + ">", [SCRATCH] * len(trace) + [SEPARATOR]) if trace else ("", [])
+        cats = [PROMPT] * 81 + [SEPARATOR] + head_cats + [GIVEN if v else BLANK for v in puzzle] + [SEPARATOR]
+        return Example(prompt, head + answer + END, answer, tuple(cats), self.name)
+
+    def scratchpad(self, puzzle, solution) -> str:
+        """What the line writes before ">" and the solution: nothing here (the answer directly)."""
+        return ""
 
     def is_valid(self, generated: str) -> bool:
         """A generated line that is a complete valid grid (for reporting; scoring is exact match,
@@ -103,14 +102,8 @@ class SudokuTextCot(SudokuText):
         self.alphabet = ".123456789=" + ROW_LETTERS + ">" + END
         self.max_target = 3 * blanks + 1 + 82
 
-    def example(self, rng: np.random.Generator) -> Example:
-        puzzle, solution, _ = generate_puzzle(rng, n_blanks=self.blanks)
-        prompt = "".join("." if v == 0 else str(v) for v in puzzle) + "="
-        answer = "".join(str(v) for v in solution)
-        scratch = "".join(f"{ROW_LETTERS[c // 9]}{c % 9 + 1}{solution[c]}" for c, _ in deduction_order(puzzle, solution))
-        cats = ([PROMPT] * 81 + [SEPARATOR] + [SCRATCH] * len(scratch) + [SEPARATOR]
-                + [GIVEN if v else BLANK for v in puzzle] + [SEPARATOR])
-        return Example(prompt, scratch + ">" + answer + END, answer, tuple(cats), self.name)
+    def scratchpad(self, puzzle, solution) -> str:
+        return "".join(f"{ROW_LETTERS[c // 9]}{c % 9 + 1}{solution[c]}" for c, _ in deduction_order(puzzle, solution))
 
     def extract_answer(self, generated: str) -> str:
         """The 81 digits after the last ">" of the line (the scratchpad dropped)."""
