@@ -29,9 +29,15 @@ def test_sudoku_text_lines_are_valid_and_categorised():
     assert get_any_task("sudoku-text").examples(3, seed=0) == get_any_task("sudoku-text").examples(3, seed=0)
 
 
-def _forced(grid: list[int], cell: int, value: int) -> bool:
+def _naked(grid: list[int], cell: int, value: int) -> bool:
     """Independently of the generator's solver: `value` is the only digit `cell`'s row, column
-    and box leave it, or the only place left for `value` in one of those units."""
+    and box leave it."""
+    return _forced(grid, cell, value, hidden=False)
+
+
+def _forced(grid: list[int], cell: int, value: int, hidden: bool = True) -> bool:
+    """Independently of the generator's solver: `value` is the only digit `cell`'s row, column
+    and box leave it, or (`hidden`) the only place left for `value` in one of those units."""
     r, c = divmod(cell, 9)
     def unit_cells(kind):
         return ([r * 9 + j for j in range(9)] if kind == 0 else [i * 9 + c for i in range(9)] if kind == 1
@@ -43,7 +49,32 @@ def _forced(grid: list[int], cell: int, value: int) -> bool:
         return set(range(1, 10)) - seen
     if allowed(cell) == {value}:
         return True
-    return any([k for k in unit_cells(u) if grid[k] == 0 and value in allowed(k)] == [cell] for u in range(3))
+    return hidden and any([k for k in unit_cells(u) if grid[k] == 0 and value in allowed(k)] == [cell] for u in range(3))
+
+
+def test_sudoku_step_targets_write_the_naked_then_the_hidden_singles():
+    """Step 1 writes a blank iff the givens and the solution cells before it leave it one digit,
+    step 2 also iff it is the only place for its digit in a unit, the last the whole solution."""
+    task = get_any_task("sudoku-text")
+    open_after = [0, 0]
+    for ex in task.examples(12, seed=7):
+        one, two, last = ex.step_targets
+        assert last == ex.target and ex.target_at(1, 3) == one and ex.target_at(2, 3) == two
+        assert ex.target_at(3, 3) == ex.target and ex.target_at(3, 4) == ex.target
+        grid = [0 if ch == "." else int(ch) for ch in ex.prompt[:81]]
+        for cell, value in enumerate(int(d) for d in ex.answer):
+            if grid[cell]:
+                assert one[cell] == two[cell] == str(value)                # a given: copied at every step
+            else:
+                assert (one[cell] == str(value)) == _naked(grid, cell, value)
+                assert (two[cell] == str(value)) == _forced(grid, cell, value)
+                assert {one[cell], two[cell]} <= {".", str(value)}
+                open_after[0] += one[cell] == "."
+                open_after[1] += two[cell] == "."
+            grid[cell] = value                                          # what the next cell's writer has read
+        assert one[81:] == two[81:] == "\n"
+    assert open_after[0] > open_after[1] > 0                                # each unit of work writes more
+    assert get_any_task("sudoku-text-cot").examples(1, seed=7)[0].step_targets == ()
 
 
 def test_sudoku_scratchpad_fills_the_blanks_each_forced_by_what_came_before():

@@ -19,6 +19,17 @@ that is a naked single (its peers hold the other eight digits), else the first h
 first blank with its value from the solution (a step no single forces: puzzles that need a
 guess have some). So each written cell follows from the givens and the cells written before it,
 the unit of work a scratchpad spells out.
+
+Intermediate answers (the plain form's per-step targets, `step_targets: true`): the solution cell
+by cell as the model sees it, each blank judged on the givens and the solution cells before it
+(what the position writing it has read; `single_kinds`). After one unit of work only the naked
+singles are written ("." for the other blanks), after two the hidden singles too, from the
+third on every cell:
+
+    puzzle:   9..1.3.8.871..6......9...576...87.2......9.3.5..32.61..8.7..36.162..5...73..62.41=
+    step 1:   9..173286871..6.93.269481576...87924.4.619.3559732461848.791362162.35879739862541
+    step 2:   95.173286871256.93326948157613.8792424.619735597324618485791362162435879739862541
+    solution: 954173286871256493326948157613587924248619735597324618485791362162435879739862541
 """
 
 from __future__ import annotations
@@ -55,6 +66,30 @@ def deduction_order(puzzle, solution) -> list[tuple[int, str]]:
     return order
 
 
+def single_kinds(puzzle, solution) -> list[str]:
+    """For each cell, how the solution line's writer finds it, reading the givens and the
+    solution cells before it: "given", "naked" (a naked single), "hidden" (a hidden single in
+    its row, column or box) or "other" (neither in one round)."""
+    grid = [int(v) for v in puzzle]
+    kinds = []
+    for cell in range(81):
+        if int(puzzle[cell]):
+            kinds.append("given")
+        elif peer_candidates(grid, cell) in BIT[1:]:
+            kinds.append("naked")
+        else:
+            digit = int(solution[cell])
+            hidden = any(not _places_besides(grid, unit, digit, cell) for unit in UNITS if cell in unit)
+            kinds.append("hidden" if hidden else "other")
+        grid[cell] = int(solution[cell])
+    return kinds
+
+
+def _places_besides(grid: list[int], unit: tuple[int, ...], digit: int, cell: int) -> list[int]:
+    """The blanks of `unit` other than `cell` whose peers leave room for `digit`."""
+    return [c for c in unit if c != cell and grid[c] == 0 and peer_candidates(grid, c) & BIT[digit]]
+
+
 def _only_place(grid: list[int], unit: tuple[int, ...], digit: int) -> list[int]:
     """[the one blank of `unit` that can hold `digit`], or [] (placed already, or several places)."""
     if any(grid[c] == digit for c in unit):
@@ -77,7 +112,16 @@ class SudokuText(TextTask):
         trace = self.scratchpad(puzzle, solution)
         head, head_cats = (trace + ">", [SCRATCH] * len(trace) + [SEPARATOR]) if trace else ("", [])
         cats = [PROMPT] * 81 + [SEPARATOR] + head_cats + [GIVEN if v else BLANK for v in puzzle] + [SEPARATOR]
-        return Example(prompt, head + answer + END, answer, tuple(cats), self.name)
+        steps = () if trace else self.intermediate(puzzle, solution, answer)
+        return Example(prompt, head + answer + END, answer, tuple(cats), self.name, steps)
+
+    def intermediate(self, puzzle, solution, answer: str) -> tuple[str, ...]:
+        """The per-step targets: the solution after one unit of work (naked singles only), after
+        two (hidden singles too), "." where a blank is still open; then the solution."""
+        kinds = single_kinds(puzzle, solution)
+        early = tuple("".join(d if k in known else "." for d, k in zip(answer, kinds)) + END
+                      for known in (("given", "naked"), ("given", "naked", "hidden")))
+        return (*early, answer + END)
 
     def scratchpad(self, puzzle, solution) -> str:
         """What the line writes before ">" and the solution: nothing here (the answer directly)."""

@@ -31,7 +31,7 @@ def prepare_task(cfg: LMConfig, task: TextTask, tokenizer: Tokenizer | None = No
     if cfg.data.files or cfg.data.hub_dataset:
         raise TRMError("give either a task or data files / a hub dataset, not both")
     if uses_step_targets(cfg) and not task.example(np.random.default_rng(0)).step_targets:
-        raise TRMError(f"step_targets: task {cfg.data.task} writes no intermediate answers (hops and arith do)")
+        raise TRMError(f"step_targets: task {cfg.data.task} writes no intermediate answers (hops, arith and sudoku-text do)")
     heldout = task.examples(cfg.data.task_eval_problems, cfg.data.task_eval_seed)
     test = task.examples(cfg.data.task_test_problems, cfg.data.task_test_seed)
     task.check_fits(heldout + test, cfg.context)
@@ -59,7 +59,7 @@ def prepare_data(cfg: LMConfig, tokenizer: Tokenizer | None = None) -> tuple[Tok
     the train split would otherwise be unencodable); BPE/sentencepiece train on the train split.
     """
     if uses_step_targets(cfg):
-        raise TRMError("step_targets needs a --task whose problems have intermediate answers (hops, arith)")
+        raise TRMError("step_targets needs a --task whose problems have intermediate answers (hops, arith, sudoku-text)")
     text = load_text(cfg.data)
     train_text, val_text = split_text(text, cfg.data.val_fraction)
     if tokenizer is not None:
