@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from trmlm.cli.main import app
 from trmlm.errors import TRMError
 from trmlm.lm.tasks.base import BLANK, GIVEN, SCRATCH, SEPARATOR
+from trmlm.lm.tasks.batches import TaskBatches
+from trmlm.lm.tokenizer import CharTokenizer
 from trmlm.puzzles.lm_tasks import get_task as get_any_task
 from trmlm.puzzles.sudoku.grid import is_valid_solution
 
@@ -75,6 +78,27 @@ def test_sudoku_step_targets_write_the_naked_then_the_hidden_singles():
         assert one[81:] == two[81:] == "\n"
     assert open_after[0] > open_after[1] > 0                                # each unit of work writes more
     assert get_any_task("sudoku-text-cot").examples(1, seed=7)[0].step_targets == ()
+
+
+def test_the_sudoku_preset_trains_each_step_toward_its_own_targets(tmp_path):
+    """The preset's training windows: the inputs are the solution, step 1's targets hold "." at
+    the blanks that are not naked singles, the last step's are the inputs shifted by one."""
+    task = get_any_task("sudoku-text")
+    tok = CharTokenizer(sorted(set(task.alphabet)))
+    ids, mask, per_step = TaskBatches(task, tok, 191, [], loss_on="target").draw_steps(np.random.default_rng(3), 4, 3)
+    dot = tok.encode(".")[0]
+    assert per_step.shape == (3, 4, 192) and torch.equal(per_step[2], ids)
+    answers = mask & (ids[:, 1:] != dot)                   # solution cells (the inputs hold no "." there)
+    opened = per_step[0][:, 1:][answers] == dot
+    assert 0 < opened.float().mean() < 0.5                   # some blanks left open after one step
+    assert (per_step[1][:, 1:][answers] == dot).sum() < opened.sum()
+    assert torch.equal(per_step[0][:, 1:][~mask], ids[:, 1:][~mask])   # outside the targets nothing changes
+    result = CliRunner().invoke(app, ["train-lm", "--preset", "lm-sudoku-text-cpu", "--task", "sudoku-text-10",
+                                      "--out", str(tmp_path / "run"), "--quiet", "--set", "train.train_steps=2",
+                                      "--set", "train.max_minutes=0", "--set", "data.task_eval_problems=4",
+                                      "--set", "data.task_test_problems=4", "--set", "train.eval_every=1000"])
+    assert result.exit_code == 0, result.output
+    assert '"step_targets": true' in (tmp_path / "run" / "config.json").read_text()
 
 
 def test_sudoku_scratchpad_fills_the_blanks_each_forced_by_what_came_before():
