@@ -79,15 +79,10 @@ def single_kinds(puzzle, solution) -> list[str]:
             kinds.append("naked")
         else:
             digit = int(solution[cell])
-            hidden = any(not _places_besides(grid, unit, digit, cell) for unit in UNITS if cell in unit)
+            hidden = any(_only_place(grid, unit, digit) == [cell] for unit in UNITS if cell in unit)
             kinds.append("hidden" if hidden else "other")
         grid[cell] = int(solution[cell])
     return kinds
-
-
-def _places_besides(grid: list[int], unit: tuple[int, ...], digit: int, cell: int) -> list[int]:
-    """The blanks of `unit` other than `cell` whose peers leave room for `digit`."""
-    return [c for c in unit if c != cell and grid[c] == 0 and peer_candidates(grid, c) & BIT[digit]]
 
 
 def _only_place(grid: list[int], unit: tuple[int, ...], digit: int) -> list[int]:
