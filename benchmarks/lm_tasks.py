@@ -113,6 +113,9 @@ def main() -> None:
                    help="trm calibrate-halt --label: what the labels judge (argmax: the step's top token is right)")
     p.add_argument("--calibrate-threshold", type=float, default=0.5,
                    help="trm calibrate-halt --threshold: the exit the head is fitted for, the checkpoint's default")
+    p.add_argument("--calibrate-pick", default="", metavar="THRESHOLDS",
+                   help="trm calibrate-halt --pick-threshold: the stored exit picked among these on the "
+                        "validation problems (fewest steps within 0.01 of full depth)")
     p.add_argument("--calibrate-scored", default="targets", choices=("targets", "all"),
                    help="trm calibrate-halt --scored: the positions whose own prediction the labels judge")
     p.add_argument("--threads", type=int, default=1)
@@ -139,7 +142,8 @@ def main() -> None:
             run(args, "calibrate-halt", "--checkpoint", trm["dir"], "--out", scored, "--overwrite",
                 "--margin", str(args.calibrate_halt), "--scored", args.calibrate_scored,
                 "--label", args.calibrate_label, "--threshold", str(args.calibrate_threshold),
-                "--threads", str(args.threads))
+                "--threads", str(args.threads),
+                *(["--pick-threshold", args.calibrate_pick] if args.calibrate_pick else []))
         rep = score(args, scored, args.task)
         bench_dir = Path(scored) / "bench"
         run(args, "bench", "--adaptive-compute", "--checkpoint", scored, "--task", args.task,
@@ -160,6 +164,7 @@ def main() -> None:
                  adaptive_report=str(bench_dir / "task_report.json"), halt_calibration_margin=args.calibrate_halt,
                  halt_calibration_scored=args.calibrate_scored if args.calibrate_halt is not None else None,
                  halt_calibration_label=args.calibrate_label if args.calibrate_halt is not None else None,
+                 halt_threshold_pick=_threshold_pick(scored),
                  checkpoint=scored,
                  trm_set=list(args.trm_set))
         rows.append(r)
@@ -177,6 +182,12 @@ def main() -> None:
             rows.append(dict(row(args.task, model, budget, trained, score(args, trained["dir"], task)),
                              baseline_set=list(args.baseline_set)))
     write(args, rows)
+
+
+def _threshold_pick(ckpt: str) -> dict[str, Any] | None:
+    """The validation sweep behind a calibrated checkpoint's stored threshold (None without one)."""
+    meta = json.loads((Path(ckpt) / "meta.json").read_text())
+    return meta.get("halt_calibration", {}).get("threshold_pick")
 
 
 def cpu_minutes(meta: dict[str, Any], digits: int = 2) -> float:

@@ -24,6 +24,9 @@ def calibrate_halt_cmd(
     rounds: int = typer.Option(2, help="Round r+1 labels the states under the cache of round r's exit."),
     sweeps: int = typer.Option(4, help="Jacobi sweeps behind each round's cache."),
     scored: str = typer.Option("all", help="Positions whose own prediction the labels judge: all (a language model) | targets (a task checkpoint: only positions predicting an answer token; the rest are labelled 'halt now')."),
+    pick_threshold: str = typer.Option("", help="Comma list of exit thresholds (e.g. 0.5,0.9,0.99,0.995,0.999): after the fit, decode the task's validation problems at full depth and at each, and store the one with the fewest mean steps per token within --pick-tolerance of full depth's exact accuracy (else the most accurate) instead of --threshold. Task checkpoints only; the test problems are never read."),
+    pick_tolerance: float = typer.Option(0.01, help="Exact-answer accuracy a picked threshold may lose against full depth on the validation problems."),
+    pick_problems: int = typer.Option(200, help="Validation problems decoded per candidate threshold."),
     seed: int = typer.Option(1234, help="Seed of the calibration windows (training used train.seed)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -54,6 +57,11 @@ def calibrate_halt_cmd(
         raise TRMError(f"--scored must be all or targets, got {scored!r}")
     if windows < 1:
         raise TRMError("--windows must be >= 1")
+    candidates = _thresholds(pick_threshold)
+    if candidates and not 0.0 <= pick_tolerance < 1.0:
+        raise TRMError(f"--pick-tolerance must lie in [0, 1), got {pick_tolerance:g}")
+    if candidates and pick_problems < 1:
+        raise TRMError("--pick-problems must be >= 1")
     try:
         cal = CalibrationConfig(margin=margin, threshold=threshold, max_steps=max_steps,
                                 rounds=rounds, sweeps=sweeps, label=label)
@@ -71,6 +79,8 @@ def calibrate_halt_cmd(
     lm.model.to(rt.device)
     rng = np.random.default_rng(seed)
     mask = None
+    if candidates and not lm.cfg.data.task:
+        raise TRMError(f"--pick-threshold decodes a task's validation problems; {checkpoint} was trained on text")
     if scored == "targets" and not lm.cfg.data.task:
         raise TRMError(f"--scored targets needs a checkpoint trained on a task; {checkpoint} was trained on text")
     if lm.cfg.data.task:
@@ -97,10 +107,51 @@ def calibrate_halt_cmd(
 
     report = calibrate_halting(lm.model, ids.to(rt.device), cal, scored=mask, on_round=show)
     report.update(checkpoint=str(checkpoint), seed=seed, scored=scored)
+    if candidates:
+        report["threshold_pick"] = _pick(lm, setup.task, candidates, generation.max_steps or
+                                         lm.cfg.model.max_sup_steps, pick_tolerance, pick_problems, as_json)
+        generation = dataclasses.replace(generation, halt_threshold=report["threshold_pick"]["picked"])
     meta = dict(lm.meta, halt_calibration=report)
     save_lm(target, lm.model.state_dict(), lm.cfg, lm.tokenizer, meta, generation)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
     judged = f"margin {margin:g} nats" if label == "loss" else "argmax labels"
-    out.print(f"calibrated halting head written to {target} ({judged}, threshold {threshold:g})")
+    out.print(f"calibrated halting head written to {target} ({judged}, fitted at {threshold:g}, "
+              f"stored threshold {generation.halt_threshold:g})")
+
+
+def _thresholds(text: str) -> list[float]:
+    """--pick-threshold: a comma list of thresholds in (0, 1); empty = no pick."""
+    values = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise TRMError(f"--pick-threshold: {part!r} is not a number") from None
+        if not 0.0 < values[-1] < 1.0:
+            raise TRMError(f"--pick-threshold: thresholds lie in (0, 1), got {part}")
+    if text.strip() and not values:
+        raise TRMError(f"--pick-threshold: a comma list of thresholds, got {text!r}")
+    return values
+
+
+def _pick(lm, task, candidates: list[float], max_steps: int, tolerance: float, problems: int,
+          quiet: bool) -> dict:
+    """Decode the validation problems at full depth and at every candidate; the pick and its rows."""
+    from trmlm.lm.calibrate import threshold_sweep
+
+    examples = task.examples(problems, lm.cfg.data.task_eval_seed)
+    task.check_fits(examples, lm.cfg.context)
+
+    def show(row: dict) -> None:
+        if not quiet:
+            name = "full depth" if row["threshold"] is None else f"q >= {row['threshold']:g}"
+            err.print(f"validation ({problems} problems), {name}: exact {row['exact_acc']:.3f} at "
+                      f"{row['steps_mean']:.2f} mean steps per token", soft_wrap=True)
+
+    pick = threshold_sweep(lm.model, lm.tokenizer, task, examples, candidates, max_steps, tolerance, show)
+    if not pick["within_tolerance"]:
+        err.print(f"warning: no candidate threshold is within {tolerance:g} of full depth on the validation "
+                  f"problems; storing the most accurate, {pick['picked']:g}", soft_wrap=True)
+    return dict(pick, split="val", seed=lm.cfg.data.task_eval_seed)

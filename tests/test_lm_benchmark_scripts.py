@@ -20,7 +20,7 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     out, runs = tmp_path / "lm_tasks.json", tmp_path / "runs"
     cmd = ["benchmarks/lm_tasks.py", "--task", "add-2", "--preset", "lm-tiny", "--minutes", "0.05",
            "--problems", "12", "--thresholds", "0.5", "--runs", str(runs), "--out", str(out)]
-    _run(*cmd, "--models", "trm,transformer", "--calibrate-halt", "0.05", "--baseline-set", "train.batch_size=4",
+    _run(*cmd, "--models", "trm,transformer", "--calibrate-halt", "0.05", "--calibrate-pick", "0.3,0.7", "--baseline-set", "train.batch_size=4",
          "--trm-set", "train.train_steps=3")  # a step budget ends the TRM before its 0.05 CPU-minutes
     rows = json.loads(out.read_text())["rows"]
     assert {(r["model"], r["budget"]) for r in rows} == {
@@ -33,6 +33,9 @@ def test_lm_tasks_rows_and_reuse(tmp_path):
     # learned halting was scored with the refitted head; the baselines trained at their own batch
     assert trm["halt_calibration_margin"] == 0.05 and trm["checkpoint"].endswith("add-2-trm-halt")
     assert json.loads((runs / "add-2-trm-halt" / "meta.json").read_text())["halt_calibration"]["margin"] == 0.05
+    # the stored exit was picked on the validation problems, and the bench judged the targets there
+    assert trm["halt_threshold_pick"]["picked"] in (0.3, 0.7)
+    assert trm["halt_operating_point"] == f"halt q>={trm['halt_threshold_pick']['picked']:g}"
     assert tokens["baseline_set"] == ["train.batch_size=4"]
     # equal_cpu: the CPU time the TRM used, not --minutes
     used = json.loads((runs / "add-2-trm" / "meta.json").read_text())["train_cpu_seconds"] / 60

@@ -174,6 +174,62 @@ def test_cli_writes_a_new_checkpoint_with_only_the_halt_head_changed(lm_ckpt, tm
     # never over its input, never over an existing run without --overwrite
     for args in (["--out", str(lm_ckpt)], ["--out", str(out)], ["--margin", "-1"], ["--windows", "0"],
                  ["--out", str(tmp_path / "x"), "--scored", "targets"],   # a text checkpoint has no targets
-                 ["--out", str(tmp_path / "y"), "--scored", "nonsense"]):
+                 ["--out", str(tmp_path / "y"), "--scored", "nonsense"],
+                 ["--out", str(tmp_path / "z"), "--pick-threshold", "0.5"]):   # no task to decode
         res = runner.invoke(app, ["calibrate-halt", "--checkpoint", str(lm_ckpt), *args])
         assert res.exit_code == 2, (args, res.output)
+
+
+def test_pick_threshold_on_hand_made_rows():
+    from trmlm.lm.calibrate import pick_threshold
+
+    rows = [{"threshold": 0.5, "exact_acc": 0.30, "steps_mean": 1.1},
+            {"threshold": 0.9, "exact_acc": 0.325, "steps_mean": 1.2},
+            {"threshold": 0.99, "exact_acc": 0.33, "steps_mean": 1.4}]
+    # full depth 0.33: 0.9 is within 0.01 and cheaper than 0.99; 0.5 is 0.03 below
+    assert pick_threshold(rows, 0.33, 0.01)["threshold"] == 0.9
+    assert pick_threshold(rows, 0.33, 0.05)["threshold"] == 0.5
+    assert pick_threshold(rows, 0.33, 0.0)["threshold"] == 0.99
+    # nothing within the tolerance: the most accurate, the cheaper on a tie
+    tie = rows + [{"threshold": 0.999, "exact_acc": 0.33, "steps_mean": 1.6}]
+    assert pick_threshold(tie, 0.40, 0.01)["threshold"] == 0.99
+    # equal steps: the higher (safer) threshold
+    same = [{"threshold": 0.5, "exact_acc": 0.3, "steps_mean": 1.0}, {"threshold": 0.7, "exact_acc": 0.3, "steps_mean": 1.0}]
+    assert pick_threshold(same, 0.3, 0.01)["threshold"] == 0.7
+    with pytest.raises(ValueError):
+        pick_threshold([], 0.3, 0.01)
+
+
+def test_cli_picks_the_stored_threshold_on_the_validation_problems(tmp_path):
+    """--pick-threshold decodes the validation problems (the figures eval-lm --split val gives),
+    stores the pick as the checkpoint's threshold, and refuses bad lists."""
+    from trmlm.lm.checkpoint import load_lm
+
+    runner = CliRunner()
+    ckpt, out = tmp_path / "add", tmp_path / "cal"
+    res = runner.invoke(app, ["train-lm", "--preset", "lm-tiny", "--task", "add-2", "--out", str(ckpt), "--quiet",
+                              "--set", "train.train_steps=2", "--set", "data.task_eval_problems=40",
+                              "--set", "data.task_test_problems=8"])
+    assert res.exit_code == 0, res.output
+    common = ["calibrate-halt", "--checkpoint", str(ckpt), "--windows", "4", "--rounds", "1", "--sweeps", "2",
+              "--scored", "targets", "--pick-problems", "6"]
+    res = runner.invoke(app, [*common, "--out", str(out), "--pick-threshold", "0.9,0.3,0.6", "--json"])
+    assert res.exit_code == 0, res.output
+    pick = json.loads(res.stdout)["threshold_pick"]
+    assert [r["threshold"] for r in pick["rows"]] == [0.3, 0.6, 0.9] and pick["split"] == "val"
+    ok = [r for r in pick["rows"] if r["exact_acc"] >= pick["full_depth"]["exact_acc"] - 0.01]
+    expect = min(ok, key=lambda r: (r["steps_mean"], -r["threshold"])) if ok else None
+    assert expect is None or pick["picked"] == expect["threshold"]
+    assert load_lm(out).generation.halt_threshold == pick["picked"]
+    assert json.loads((out / "meta.json").read_text())["halt_calibration"]["threshold_pick"]["picked"] == pick["picked"]
+    for threshold, row in [(None, pick["full_depth"]), (0.6, pick["rows"][1])]:
+        flags = ["--no-halting"] if threshold is None else ["--halt-threshold", str(threshold)]
+        res = runner.invoke(app, ["eval-lm", "--checkpoint", str(out), "--split", "val", "--problems", "6",
+                                  "--json", *flags])
+        assert res.exit_code == 0, res.output
+        ref = json.loads(res.stdout.strip().splitlines()[-1])
+        assert (ref["exact_acc"], round(ref["steps_mean"], 4)) == (row["exact_acc"], row["steps_mean"])
+    for bad in (["--pick-threshold", "0.5,1.5"], ["--pick-threshold", "0.5,x"], ["--pick-threshold", ","],
+                ["--pick-threshold", "0.5", "--pick-problems", "0"], ["--pick-threshold", "0.5", "--pick-tolerance", "-1"]):
+        res = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), *bad])
+        assert res.exit_code == 2 and "--pick" in res.output, (bad, res.output)

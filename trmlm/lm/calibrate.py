@@ -37,6 +37,9 @@ from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel, strictly_lower
 from trmlm.lm.objective import halt_label
 from trmlm.lm.parallel import jacobi_states, level_states
+from trmlm.lm.tasks.base import Example, TextTask
+from trmlm.lm.tasks.score import score_task
+from trmlm.lm.tokenizer import Tokenizer
 from trmlm.losses import token_cross_entropy
 
 
@@ -195,3 +198,39 @@ def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: Calibration
             "sweeps": cfg.sweeps, "windows": int(windows.shape[0]),
             "scored_share": 1.0 if scored is None else round(float(scored.float().mean()), 4), "rounds": rounds}
 
+
+
+def pick_threshold(rows: list[dict[str, Any]], full_exact: float, tolerance: float) -> dict[str, Any]:
+    """The exit threshold to store, from validation rows {"threshold", "exact_acc", "steps_mean"}:
+    among the thresholds within `tolerance` of full depth's exact accuracy, the one spending the
+    fewest mean steps per token (the higher threshold on a tie); when none is within it, the most
+    accurate (the fewer steps on a tie). Returns that row."""
+    if not rows:
+        raise ValueError("no candidate thresholds to pick from")
+    ok = [r for r in rows if r["exact_acc"] >= full_exact - tolerance]
+    if ok:
+        return min(ok, key=lambda r: (r["steps_mean"], -r["threshold"]))
+    return max(rows, key=lambda r: (r["exact_acc"], -r["steps_mean"]))
+
+
+def threshold_sweep(model: TRMLanguageModel, tokenizer: Tokenizer, task: TextTask, examples: list[Example],
+                    candidates: list[float], max_steps: int, tolerance: float,
+                    on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Greedy real-cache decoding of `examples` (the validation problems, never the test ones) at
+    fixed depth max_steps and under the learned exit at every candidate threshold; the pick is
+    pick_threshold's. The head is the calibrated one: this chooses where it is read, not what."""
+    def decode(policy: HaltPolicy) -> dict[str, Any]:
+        rep = score_task(model, tokenizer, task, examples, policy, teacher_forced=False)
+        return {"exact_acc": rep["exact_acc"], "steps_mean": round(rep["steps_mean"], 4)}
+
+    full = decode(HaltPolicy.fixed(max_steps))
+    if on_row is not None:
+        on_row({"threshold": None, **full})
+    rows = []
+    for t in sorted(set(candidates)):
+        rows.append({"threshold": t, **decode(HaltPolicy(max_steps=max_steps, threshold=t))})
+        if on_row is not None:
+            on_row(rows[-1])
+    best = pick_threshold(rows, full["exact_acc"], tolerance)
+    return {"problems": len(examples), "tolerance": tolerance, "full_depth": full, "rows": rows,
+            "picked": best["threshold"], "within_tolerance": best["exact_acc"] >= full["exact_acc"] - tolerance}
