@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from trmlm.puzzles.sudoku.dataset import SudokuSet
+from trmlm.puzzles.sudoku.grid import is_valid_solution
 from trmlm.puzzles.sudoku.solver import BIT, has_other_solution, peer_candidates, solve_cells
 from trmlm.errors import TRMError
 
@@ -101,6 +102,22 @@ def generate_puzzle(rng: np.random.Generator, *, n_blanks: int, min_rating: int 
     hi = "any" if max_rating is None else max_rating
     raise TRMError(f"no puzzle with {n_blanks} blanks and rating {min_rating}..{hi} after {max_tries}"
                    " tries; use fewer blanks or a wider rating range")
+
+
+def dig_puzzle(solution: np.ndarray, rng: np.random.Generator, *, n_blanks: int,
+               max_tries: int = 100) -> np.ndarray:
+    """A unique-solution puzzle with exactly ``n_blanks`` blanks dug out of a given solved grid
+    (one from elsewhere: generate_puzzle digs its own), cells tried in random order as there."""
+    _check_params(n_blanks, 0, None)
+    cells = [int(v) for v in np.asarray(solution).reshape(-1)]
+    if len(cells) != 81 or not is_valid_solution(np.array(cells).reshape(9, 9)):
+        raise TRMError("dig_puzzle needs a valid solved 9x9 grid")
+    rnd = _py_random(rng)
+    for _ in range(max_tries):
+        puzzle = _dig(cells, n_blanks, rnd)
+        if puzzle is not None:
+            return np.array(puzzle, np.uint8)
+    raise TRMError(f"no unique-solution puzzle with {n_blanks} blanks from this grid after {max_tries} tries")
 
 
 def generate_puzzles(n: int, *, n_blanks: int, min_rating: int = 0, max_rating: int | None = None,

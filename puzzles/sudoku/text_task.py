@@ -102,6 +102,13 @@ class SudokuText(TextTask):
 
     def example(self, rng: np.random.Generator) -> Example:
         puzzle, solution, _ = generate_puzzle(rng, n_blanks=self.blanks)
+        return self.from_grids(puzzle, solution)
+
+    def from_grids(self, puzzle, solution) -> Example:
+        """The line of a given puzzle (81 values, 0 = blank; this rung's number of blanks) and
+        its solution: what example() writes for a generated one."""
+        if int((np.asarray(puzzle) == 0).sum()) != self.blanks:
+            raise ValueError(f"{self.name}: a puzzle with {self.blanks} blanks expected")
         prompt = "".join("." if v == 0 else str(v) for v in puzzle) + "="
         answer = "".join(str(v) for v in solution)
         trace = self.scratchpad(puzzle, solution)
