@@ -141,8 +141,7 @@ def _pick(lm, task, candidates: list[float], max_steps: int, tolerance: float, p
     """Decode the validation problems at full depth and at every candidate; the pick and its rows."""
     from trmlm.lm.calibrate import threshold_sweep
 
-    examples = task.examples(problems, lm.cfg.data.task_eval_seed)
-    task.check_fits(examples, lm.cfg.context)
+    examples = task.examples(problems, lm.cfg.data.task_eval_seed)  # (score_task checks they fit)
 
     def show(row: dict) -> None:
         if not quiet:

@@ -20,6 +20,7 @@ from trmlm.puzzles.sudoku.text_task import SudokuText
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "lm_sudoku_grids.py"
+sys.path.insert(0, str(SCRIPT.parent))   # the script's functions are imported by the tests below
 
 
 def _grid(seed: int) -> np.ndarray:
@@ -95,7 +96,7 @@ def test_script_scores_generated_and_outside_puzzles(sudoku_ckpt, tmp_path, monk
     full = next(r for r in rep["rows"] if r["source"] == "grids" and r["exit"] == "full depth")
     assert set(full["exact_acc_per_rung"]) == {"sudoku-text-10", "sudoku-text-20"} and full["steps_mean"] > 0
     # the outside puzzles are the file's grids, dug: the first 10-blank one from grid 0, the 20-blank ones from grids 2, 3
-    from lm_sudoku_grids import grid_examples  # noqa: E402  (benchmarks/ is on sys.path below)
+    from lm_sudoku_grids import grid_examples
 
     exs = grid_examples(["".join(map(str, g)) for g in grids], (10, 20), 2, 0)
     assert [ex.answer for ex in exs] == ["".join(map(str, grids[i])) for i in (0, 1, 2, 3)]
@@ -115,7 +116,7 @@ def test_script_scores_generated_and_outside_puzzles(sudoku_ckpt, tmp_path, monk
 
 def test_reads_the_shared_solved_collection(shared_data_dir):
     """The solved collection the docs' figures used: its first grids dig into valid lines."""
-    from lm_sudoku_grids import grid_examples, read_grids  # noqa: E402
+    from lm_sudoku_grids import grid_examples, read_grids
 
     path = shared_data_dir / "sudoku" / "tdoku_collections_solved.csv"
     if not path.is_file():
@@ -123,5 +124,3 @@ def test_reads_the_shared_solved_collection(shared_data_dir):
     exs = grid_examples(read_grids(path)[:8], (10, 45), 4, 0)
     assert len(exs) == 8 and all(len(ex.answer) == 81 for ex in exs)
 
-
-sys.path.insert(0, str(ROOT / "benchmarks"))

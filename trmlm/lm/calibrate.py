@@ -199,7 +199,6 @@ def calibrate_halting(model: TRMLanguageModel, windows: Tensor, cfg: Calibration
             "scored_share": 1.0 if scored is None else round(float(scored.float().mean()), 4), "rounds": rounds}
 
 
-
 def pick_threshold(rows: list[dict[str, Any]], full_exact: float, tolerance: float) -> dict[str, Any]:
     """The exit threshold to store, from validation rows {"threshold", "exact_acc", "steps_mean"}:
     among the thresholds within `tolerance` of full depth's exact accuracy, the one spending the
