@@ -87,7 +87,7 @@ def row(task: str, model: str, budget: str, trained: dict[str, Any], rep: dict[s
     return {"task": task, "model": model, "budget": budget, "params": meta["parameters"],
             "train_tokens": meta.get("train_tokens"), "optimizer_steps": meta["step"],
             "cpu_minutes": cpu_minutes(meta),
-            "exact_acc": rep["exact_acc"],
+            "exact_acc": rep["exact_acc"], "exact_acc_ci95": rep.get("exact_ci95"),
             "exact_acc_per_rung": {k.removesuffix("-cot"): v["exact_acc"] for k, v in rep["per_rung"].items()},
             "tokens_per_answer": rep["tokens_per_answer"],
             "kv_bytes_per_answer": sum(v["kv_bytes_per_answer"] * v["problems"] for v in rep["per_rung"].values())
@@ -154,6 +154,7 @@ def main() -> None:
         r.update(n_sup=ada["n_sup"], exact_acc_depth1=ada["exact_acc_depth1"],
                  exact_acc_full_depth=ada["exact_acc_full_depth"],
                  exact_acc_2x_depth=ada.get("exact_acc_2x_depth"), halt_exact_acc=ada["halt_exact_acc"],
+                 halt_vs_full_depth=ada.get("halt_vs_full_depth"),
                  exact_acc_by_depth={int(x["param"]): x["exact_acc"] for x in ada["rows"] if x["kind"] == "fixed"},
                  halt_mean_steps=ada["halt_mean_steps"], halt_operating_point=ada["operating_point"],
                  steps_hard=ada["steps_hard"], steps_easy=ada["steps_easy"],

@@ -108,7 +108,7 @@ def calibrate_halt_cmd(
     report = calibrate_halting(lm.model, ids.to(rt.device), cal, scored=mask, on_round=show)
     report.update(checkpoint=str(checkpoint), seed=seed, scored=scored)
     if candidates:
-        report["threshold_pick"] = _pick(lm, setup.task, candidates, generation.max_steps or
+        report["threshold_pick"] = _pick(lm, setup, candidates, generation.max_steps or
                                          lm.cfg.model.max_sup_steps, pick_tolerance, pick_problems, as_json)
         generation = dataclasses.replace(generation, halt_threshold=report["threshold_pick"]["picked"])
     meta = dict(lm.meta, halt_calibration=report)
@@ -136,12 +136,14 @@ def _thresholds(text: str) -> list[float]:
     return values
 
 
-def _pick(lm, task, candidates: list[float], max_steps: int, tolerance: float, problems: int,
+def _pick(lm, setup, candidates: list[float], max_steps: int, tolerance: float, problems: int,
           quiet: bool) -> dict:
     """Decode the validation problems at full depth and at every candidate; the pick and its rows."""
     from trmlm.lm.calibrate import threshold_sweep
 
-    examples = task.examples(problems, lm.cfg.data.task_eval_seed)  # (score_task checks they fit)
+    task = setup.task  # the first `problems` validation problems (a prefix of the ones prepare_task made)
+    examples = (setup.heldout[:problems] if problems <= len(setup.heldout)
+                else task.examples(problems, lm.cfg.data.task_eval_seed))  # (score_task checks they fit)
 
     def show(row: dict) -> None:
         if not quiet:

@@ -109,7 +109,8 @@ def _eval_task(lm, name: str, problems: int, split: str, policy, batch: int, as_
         out.print(f"(the per-step cache: {levels} cache levels, the training pass token by "
                   "token; KV bytes are that many times the commit-last cache's)", soft_wrap=True)
     out.print(f"task {name}: {report['problems']} held-out problems, exact answers "
-              f"{report['exact_acc']:.4f}, {report['tokens_per_answer']:.1f} generated tokens and "
+              f"{report['exact_acc']:.4f} (95% interval {report['exact_ci95'][0]:.3f}-{report['exact_ci95'][1]:.3f}), "
+              f"{report['tokens_per_answer']:.1f} generated tokens and "
               f"{report['steps_mean']:.2f} mean steps per token", soft_wrap=True)
     out.print(f"{'rung':14s} {'exact':>7s} {'tokens':>7s} {'KV bytes':>9s} {'MFLOP':>8s} {'ms':>7s} {'steps':>6s}")
     for rung, r in report["per_rung"].items():

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import os
 
+from bad_input_cases_eval import EVAL_CASES
 from bad_input_workspace import (
+    A,
     DEEPSPEED_JSON,
     EASY_SUDOKU,
+    LM,
+    M,
     MAZE_6,
+    S,
+    TRAIN_LM,
     Case,
     _bad_offsets,
     _config_edit,
@@ -16,7 +22,6 @@ from bad_input_workspace import (
     _narrow_weights,
     _no_marker,
     _plant_pickle,
-    _png_reported,
     _reshape_state,
     _rewrite,
     _stale_files,
@@ -30,13 +35,10 @@ from bad_input_workspace import (
 )
 
 UNSOLVABLE = "12345678." + "........9" + "." * 63  # r1c9 must be 9; column 9 already has one
-CSV_BAD = "a,b\n1,2\n"
 RAGGED_MAZE = "#######\n#S #\n#  # #\n# ## G\n#     #\n######\n"  # row lengths 7,4,6,6,7,6: 36 cells
 
-S, M, A, LM, DS = "@sudoku", "@maze", "@arc", "@lm", "@ds"
 TRAIN_S0 = ["train-puzzle", "sudoku", "--preset", "sudoku-tiny", "--quiet"]
 TRAIN_S = [*TRAIN_S0, "--set", "train.threads=1"]
-TRAIN_LM = ["train-lm", "--preset", "lm-tiny", "--quiet", "--set", "train.threads=1"]
 SOLVE_S = ["solve", "sudoku"]
 DSJ = str(DEEPSPEED_JSON)
 
@@ -365,45 +367,7 @@ CASES = [
     Case("z05_ds_universal", "a DeepSpeed JSON selecting its pickle-reading loaders", [*TRAIN_S, "--out", "r",
          "--deepspeed", "u.json"], needle="load_universal", setup=write("u.json", json.dumps(
              {"zero_optimization": {"stage": 2}, "checkpoint": {"load_universal": True}}))),
-    # evaluation and the other commands
-    Case("e01_limit0", "eval-puzzle --limit 0 (was 'accuracy 0.0000')", ["eval-puzzle", "sudoku", "--checkpoint", S,
-         "--limit", "0"], needle="--limit must be >= 1", fast=True),
-    Case("e02_limit_neg", "eval-puzzle --limit -1", ["eval-puzzle", "sudoku", "--checkpoint", S, "--limit", "-1"],
-         needle="--limit must be >= 1"),
-    Case("e03_source_missing", "eval-puzzle --source of a missing path", ["eval-puzzle", "sudoku", "--checkpoint", S,
-         "--source", "/nonexistent/dir"], needle="/nonexistent/dir"),
-    Case("e04_source_badcsv", "eval-puzzle --source CSV with another header", ["eval-puzzle", "sudoku",
-         "--checkpoint", S, "--source", "bad.csv"], needle="header lacks", setup=write("bad.csv", CSV_BAD)),
-    Case("e05_evallm_tokens0", "eval-lm --tokens 0 (control: parallel estimate only)", ["eval-lm", "--checkpoint",
-         LM, "--tokens", "0", "--parallel-tokens", "64"], 0),
-    Case("e06_evallm_batch0", "eval-lm --batch 0 (was a ValueError)", ["eval-lm", "--checkpoint", LM, "--batch", "0"],
-         needle="--batch must be >= 1", fast=True),
-    Case("e07_tok_kind_bad", "train-tokenizer --kind wordpiece", ["train-tokenizer", "--kind", "wordpiece", "--out",
-         "t"], needle="unknown tokenizer 'wordpiece'"),
-    Case("e08_tok_vocab0", "train-tokenizer --vocab-size 0", ["train-tokenizer", "--vocab-size", "0", "--out", "t"],
-         needle="--vocab-size must be >= 1"),
-    Case("e09_bench_nomode", "bench without a mode", ["bench", "--out", "b"],
-         needle="choose at least one of --adaptive-compute, --decode, --train-step"),
-    Case("e10_bench_badthresh", "bench --thresholds a,b", ["bench", "--adaptive-compute", "--checkpoint", LM,
-         "--thresholds", "a,b", "--out", "b"], needle="--thresholds takes comma-separated numbers"),
-    Case("e11_evallm_data_empty", "eval-lm --data of an empty file", ["eval-lm", "--checkpoint", LM, "--data",
-         "empty.txt"], needle="empty", setup=write("empty.txt", "")),
-    Case("e12_trainlm_data_empty", "train-lm --data of an empty file", [*TRAIN_LM, "--data", "empty.txt", "--out",
-         "r"], needle="data file empty.txt is empty", setup=write("empty.txt", "")),
-    Case("e13_trainlm_data_binary", "train-lm --data of binary bytes", [*TRAIN_LM, "--data", "bin.dat", "--out", "r"],
-         needle="is not UTF-8 text", setup=write("bin.dat", bytes(range(128, 256)) * 16)),
-    Case("e14_png_dir", "eval-puzzle --png pngdir (control: writes and reports pngdir.png)",
-         ["eval-puzzle", "sudoku", "--checkpoint", S, "--png", "pngdir", "--json"], 0, check=_png_reported),
-    Case("e15_calib_puzzle", "a puzzle checkpoint to calibrate-halt", ["calibrate-halt", "--checkpoint", S,
-         "--out", "cal"], needle="is a puzzle checkpoint"),
-    Case("e16_calib_same_out", "calibrate-halt --out the checkpoint itself (its halting head would be lost)",
-         ["calibrate-halt", "--checkpoint", LM, "--out", LM], needle="--out must differ from --checkpoint", fast=True),
-    Case("e17_calib_margin", "calibrate-halt --margin -1", ["calibrate-halt", "--checkpoint", LM, "--out", "cal",
-         "--margin", "-1"], needle="margin must be >= 0"),
-    Case("e18_init_puzzle", "train-lm --init-from a puzzle checkpoint", [*TRAIN_LM, "--init-from", S, "--out", "r"],
-         needle="is a puzzle checkpoint"),
-    Case("e19_init_other_net", "train-lm --init-from a checkpoint of another width",
-         [*TRAIN_LM, "--init-from", LM, "--set", "model.d_model=48", "--out", "r"], needle="its model.d_model is"),
+    *EVAL_CASES,
 ]
 
 _names = [c.name for c in CASES]

@@ -18,6 +18,8 @@ DEEPSPEED_JSON = REPO / "configs" / "deepspeed" / "zero2.json"
 EASY_SUDOKU = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 MAZE_6 = "######\n#S   #\n#### #\n#    #\n# ####\n#   G#\n"
 RUNS = ("sudoku", "maze", "arc", "lm", "ds")  # the tiny fixture runs, by name in the workspace
+S, M, A, LM, DS = "@sudoku", "@maze", "@arc", "@lm", "@ds"  # a row's argument naming a fixture run
+TRAIN_LM = ["train-lm", "--preset", "lm-tiny", "--quiet", "--set", "train.threads=1"]
 
 
 def trm_command() -> list[str]:
@@ -202,6 +204,12 @@ def _no_marker(ws: Workspace, d: Path, proc) -> None:
 def _unchanged(rel: str, source: str) -> Check:
     def check(ws: Workspace, d: Path, proc) -> None:
         assert (d / rel).read_bytes() == (ws.run(source) / Path(rel).name).read_bytes(), f"{rel} changed"
+    return check
+
+
+def _no_out(rel: str) -> Check:
+    def check(ws: Workspace, d: Path, proc) -> None:
+        assert not (d / rel).exists(), f"{rel} was written by a refused command"
     return check
 
 

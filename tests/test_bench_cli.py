@@ -66,6 +66,20 @@ def test_adaptive_compute_on_a_task_checkpoint(add2_ckpt, tmp_path):
     assert rep["operating_point"] == "halt q>=0.5" and rep["operating_point_rule"] == "the checkpoint's stored threshold"
     assert all(0.0 <= r["exact_acc"] <= 1.0 for r in rep["rows"] if r["kind"] != "oracle")
     assert (tmp_path / "b" / "task_heatmap.png").stat().st_size > 1000
+    # each learned exit against full depth and its random control, problem by problem
+    full = next(r for r in rep["rows"] if r["name"] == f"fixed {rep['n_sup']}")
+    for r in (r for r in rep["rows"] if r["kind"] == "learned"):
+        for key, other in (("paired_full_depth", full), ("paired_random", r["random_same_mean"])):
+            vs = r[key]
+            other = other if isinstance(other, dict) else next(o for o in rep["rows"] if o["name"] == other)
+            assert vs["against"] == other["name"]
+            assert vs["both"] + vs["only_this"] == round(r["exact_acc"] * 3)
+            assert vs["both"] + vs["only_other"] == round(other["exact_acc"] * 3)
+            assert 0.0 <= vs["mcnemar_p"] <= 1.0
+    assert rep["halt_vs_full_depth"] == next(r for r in rep["rows"] if r["name"] == "halt q>=0.5")["paired_full_depth"]
+    lo, hi = rep["halt_exact_ci95"]
+    assert lo <= rep["halt_exact_acc"] <= hi and "_solved" not in rep["rows"][0]
+    assert "against full depth on the same 3 problems" in res.stdout
 
 
 def test_decode_bench_on_a_preset(tmp_path):

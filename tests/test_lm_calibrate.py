@@ -229,6 +229,16 @@ def test_cli_picks_the_stored_threshold_on_the_validation_problems(tmp_path):
         assert res.exit_code == 0, res.output
         ref = json.loads(res.stdout.strip().splitlines()[-1])
         assert (ref["exact_acc"], round(ref["steps_mean"], 4)) == (row["exact_acc"], row["steps_mean"])
+    # more problems than the checkpoint's validation split holds (40): generated past it, the same draw
+    res = runner.invoke(app, [*common[:-1], "50", "--out", str(tmp_path / "cal50"), "--pick-threshold", "0.6",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    pick = json.loads(res.stdout)["threshold_pick"]
+    res = runner.invoke(app, ["eval-lm", "--checkpoint", str(out), "--split", "val", "--problems", "50", "--json",
+                              "--no-halting"])
+    ref = json.loads(res.stdout.strip().splitlines()[-1])
+    assert pick["problems"] == 50 and pick["full_depth"] == {"exact_acc": ref["exact_acc"],
+                                                              "steps_mean": round(ref["steps_mean"], 4)}
     for bad in (["--pick-threshold", "0.5,1.5"], ["--pick-threshold", "0.5,x"], ["--pick-threshold", ","],
                 ["--pick-threshold", "0.5", "--pick-problems", "0"], ["--pick-threshold", "0.5", "--pick-tolerance", "-1"]):
         res = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), *bad])

@@ -144,7 +144,7 @@ def test_heldout_problems_stay_out_of_training_where_possible():
 
 class _Oracle(TransformerLM):
     """A transformer stub that writes the reference answer of the problem it is fed (or a wrong
-    digit when `wrong`), to test the scorer end to end."""
+    digit when `wrong`: True, or the set of prompts to get wrong), to test the scorer end to end."""
 
     def __init__(self, cfg, tok, examples, wrong=False):
         super().__init__(cfg)
@@ -167,7 +167,8 @@ class _Oracle(TransformerLM):
             line = next((v for v in self.lines.values() if v.startswith(text)), None) or \
                 next(v for k, v in self.lines.items() if text.startswith(k))
             nxt = line[len(row)] if len(row) < len(line) else "\n"
-            if self.wrong and nxt.isdigit():
+            wrong = self.wrong if isinstance(self.wrong, bool) else any(text.startswith(k) for k in self.wrong)
+            if wrong and nxt.isdigit():
                 nxt = str((int(nxt) + 1) % 10)
             logits[b, -1, self.tok.encode(nxt)[0]] = 0.0
         return logits, kvs
@@ -189,6 +190,25 @@ def test_exact_answer_scorer_on_an_oracle(wrong):
         assert r["tokens_per_answer"] == rung.max_target      # answer digits + the newline
     assert report["token_acc"]["answer"] == (0.0 if wrong else 1.0)
     assert report["token_acc"]["separator"] > 0.4
+    assert report["solved"] == [not wrong] * len(examples)
+
+
+def test_scorer_reports_each_problem_in_the_order_given():
+    """`solved` follows the examples as given although scoring groups them by rung (interleaved
+    here), and the exact interval brackets the accuracy."""
+    task = get_task("arith")
+    examples = task.examples(24, seed=5)
+    assert len({ex.task for ex in examples[:6]}) > 2          # the rungs interleave
+    missed = {ex.prompt for ex in examples[1::3]}
+    tok = CharTokenizer(sorted(set(task.alphabet)))
+    net = dataclasses.replace(LMConfig().model, vocab_size=tok.vocab_size, seq_len=32, d_model=16,
+                              n_heads=2, n_layers=1, swiglu_multiple=16)
+    model = _Oracle(LMConfig(arch="transformer", model=net), tok, examples, wrong=missed).eval()
+    report = score_task(model, tok, task, examples, HaltPolicy.fixed(1), batch=4, teacher_forced=False)
+    assert report["solved"] == [ex.prompt not in missed for ex in examples]
+    assert report["exact_acc"] == 16 / 24
+    lo, hi = report["exact_ci95"]
+    assert lo < 16 / 24 < hi and (lo, hi) == (pytest.approx(0.4671, abs=1e-4), pytest.approx(0.8203, abs=1e-4))
 
 
 def _tiny_trm(**over) -> tuple:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from trmlm.bench.adaptive import AdaptiveSettings, Exit, add_random_controls, exits_for
 from trmlm.bench.common import hardware
+from trmlm.bench.stats import paired
 from trmlm.errors import TRMError
 from trmlm.lm.halting import HaltPolicy
 from trmlm.lm.model import TRMLanguageModel
@@ -33,7 +34,15 @@ def _row(ex: Exit, report: dict[str, Any]) -> dict[str, Any]:
             "steps_hard_decode": report.get("steps_hard_decode"), "steps_easy_decode": report.get("steps_easy_decode"),
             "steps_per_category_decode": report.get("steps_per_category_decode"),
             "flops_per_answer": report.get("flops_per_answer"),
-            "tokens_per_answer": report.get("tokens_per_answer")}
+            "tokens_per_answer": report.get("tokens_per_answer"), "exact_ci95": report.get("exact_ci95"),
+            "_solved": report.get("solved")}
+
+
+def _against(row: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """`row` against `other` on the same problems: solved by both, by only one, McNemar p."""
+    p = paired(row["_solved"], other["_solved"])
+    return {"against": other["name"], "both": p["both"], "only_this": p["only_a"], "only_other": p["only_b"],
+            "mcnemar_p": p["mcnemar_p"]}
 
 
 def operating_point(rows: list[dict[str, Any]], max_steps: int, threshold: float | None = None) -> dict[str, Any]:
@@ -95,12 +104,16 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
         add_random_controls(rows, n_sup, settings.seed, control)
     by_name = {r["name"]: r for r in rows}
     learned = [r for r in rows if r["kind"] == "learned"]
+    full = by_name[f"fixed {n_sup}"]
     for r in learned:
         r["beats_random"] = r["exact_acc"] > by_name[r["random_same_mean"]]["exact_acc"]
+        r["paired_full_depth"] = _against(r, full)
+        r["paired_random"] = _against(r, by_name[r["random_same_mean"]])
+    for r in rows:
+        del r["_solved"]   # (per-problem correctness: only the paired counts are kept)
     # The degenerate ends of the sweep: thresholds where every token halts at the first step or
     # none halts before the last (the learned rule then IS a fixed depth, no control can lose).
     inner = [r for r in learned if 1.005 < r["steps_mean"] < n_sup - 0.005]
-    full = by_name[f"fixed {n_sup}"]
     op = operating_point(rows, n_sup, threshold)
     report: dict[str, Any] = {
         "benchmark": "adaptive_compute_task", "task": task.name, "problems": len(examples),
@@ -119,7 +132,9 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
                       halt_exact_acc=op["exact_acc"],
                       halt_mean_steps=op["steps_mean"], steps_hard=op["steps_hard"],
                       steps_easy=op["steps_easy"], steps_hard_decode=op["steps_hard_decode"],
-                      steps_easy_decode=op["steps_easy_decode"], random_control=op["random_same_mean"])
+                      steps_easy_decode=op["steps_easy_decode"], random_control=op["random_same_mean"],
+                      halt_exact_ci95=op["exact_ci95"], full_depth_exact_ci95=full["exact_ci95"],
+                      halt_vs_full_depth=op["paired_full_depth"])
         report["targets"] = {
             "within_0.01_of_full_depth": op["exact_acc"] >= full["exact_acc"] - EXACT_TOLERANCE,
             "mean_steps_at_most_half_n_sup": op["steps_mean"] <= 0.5 * n_sup,
@@ -152,5 +167,11 @@ def print_task_adaptive_table(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     console.print(f"learned halting beats the random exit of its mean depth at {report['halt_beats_random']} "
                   f"inner thresholds ({report['halt_beats_random_all']} in all)")
+    if vs := report.get("halt_vs_full_depth"):
+        lo, hi = report["halt_exact_ci95"]
+        console.print(f"{report['operating_point']} against full depth on the same {report['problems']} problems: "
+                      f"{vs['only_this']} solved only by it, {vs['only_other']} only at full depth "
+                      f"(exact McNemar p {vs['mcnemar_p']:.3g}; its exact answers {report['halt_exact_acc']:.3f}, 95% interval {lo:.3f}-{hi:.3f})",
+                      soft_wrap=True)
     for k, v in report.get("targets", {}).items():
         console.print(f"target {k}: {'met' if v else 'MISSED'}")

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from trmlm.bench.common import decode_flops_per_token
+from trmlm.bench.stats import wilson_interval
 from trmlm.flops import f_forward_flops
 from trmlm.lm.decode import run_token_by_token
 from trmlm.lm.exits import OracleExit
@@ -95,8 +96,8 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                policy: HaltPolicy, batch: int = 64, teacher_forced: bool = True,
                greedy: bool = True, prompt_policy: HaltPolicy | None = None,
                per_step_cache: bool | None = None) -> dict[str, Any]:
-    """Exact-answer accuracy (greedy, real cache, `policy` halting) overall and per rung, with
-    per answer: generated tokens, KV bytes, FLOPs and ms; and, teacher-forced on the reference
+    """Exact-answer accuracy (greedy, real cache, `policy` halting) overall and per rung (and
+    `solved`, per problem in the order given), with per answer: generated tokens, KV bytes, FLOPs and ms; and, teacher-forced on the reference
     lines, token accuracy and mean supervision steps per category (a position's steps and
     accuracy are charged to the category of the token it predicts). `prompt_policy`: a separate
     exit for the prompt tokens in greedy decoding (the teacher-forced figures use `policy`).
@@ -119,6 +120,8 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
     dec_count: dict[str, float] = defaultdict(float)
     total_correct = total = 0
     all_steps, gen_tokens, flops, seconds = [], 0, 0.0, 0.0
+    position = {id(ex): i for i, ex in enumerate(examples)}
+    solved = [False] * len(examples)   # per problem, in the order given (paired comparisons of exits)
     for name, group in _by_rung(task, examples).items():
         rung = next(r for r in rungs(task) if r.name == name)
         correct, r_tokens, r_cached, r_flops, r_seconds, r_steps = 0, 0, 0, 0.0, 0.0, []
@@ -134,7 +137,9 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
             r_seconds += g.seconds
             P = len(chunk[0].prompt)
             for j, (ex, text) in enumerate(zip(chunk, g.texts)):
-                correct += rung.is_correct(ex, text)
+                right = rung.is_correct(ex, text)
+                solved[position[id(ex)]] = bool(right)
+                correct += right
                 n_gen = len(tokenizer.encode(text))
                 r_tokens += n_gen
                 fed = P + n_gen - 1           # positions refined and cached: all but the last token
@@ -165,6 +170,9 @@ def score_task(model: LanguageModel, tokenizer: Tokenizer, task: TextTask, examp
                            "flops_per_answer": flops / max(1, total),
                            "ms_per_answer": 1000 * seconds / max(1, total),
                            "steps_mean": refined_mean(torch.cat(all_steps)) if all_steps else 0.0}
+    if greedy:
+        out["exact_ci95"] = [round(v, 4) for v in wilson_interval(total_correct, total)]
+        out["solved"] = solved
     if teacher_forced:
         out["token_acc"] = {c: cat_correct[c] / cat_count[c] for c in cat_count}
         out.update(_steps_by_category(cat_steps, cat_count, ""))
