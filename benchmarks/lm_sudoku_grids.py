@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rep = score_task(lm.model, lm.tokenizer, task, examples, policy, teacher_forced=False)
                 rows.append({"checkpoint": ckpt, "arch": lm.cfg.arch, "source": source, "exit": rule,
                              "halt_threshold": policy.threshold if rule == "stored" and lm.cfg.arch == "trm" else None,
-                             "exact_acc": rep["exact_acc"], "steps_mean": rep["steps_mean"],
+                             "exact_acc": rep["exact_acc"], "exact_acc_ci95": rep["exact_ci95"],
+                             "steps_mean": rep["steps_mean"],
                              "exact_acc_per_rung": {k: v["exact_acc"] for k, v in rep["per_rung"].items()}})
                 print_row(rows[-1])
     return {"benchmark": "lm_sudoku_grids", "grids_file": Path(args.grids).name, "grids_used": len(outside),
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_row(r: dict[str, Any]) -> None:
     rungs = " ".join(f"{k.removeprefix('sudoku-text-')}:{v:.3f}" for k, v in r["exact_acc_per_rung"].items())
     print(f"{Path(r['checkpoint']).name:40s} {r['arch']:12s} {r['source']:10s} {r['exit']:10s} "
-          f"exact {r['exact_acc']:.3f}  steps {r['steps_mean']:.2f}  per rung {rungs}", flush=True)
+          f"exact {r['exact_acc']:.3f} ({r['exact_acc_ci95'][0]:.3f}-{r['exact_acc_ci95'][1]:.3f})  steps {r['steps_mean']:.2f}  per rung {rungs}", flush=True)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ def test_script_scores_generated_and_outside_puzzles(sudoku_ckpt, tmp_path, monk
         (s, e) for s in ("generated", "grids") for e in ("stored", "full depth")}
     full = next(r for r in rep["rows"] if r["source"] == "grids" and r["exit"] == "full depth")
     assert set(full["exact_acc_per_rung"]) == {"sudoku-text-10", "sudoku-text-20"} and full["steps_mean"] > 0
+    lo, hi = full["exact_acc_ci95"]
+    assert lo <= full["exact_acc"] <= hi and hi - lo > 0.3   # 4 puzzles: an interval, not a figure
     # the outside puzzles are the file's grids, dug: the first 10-blank one from grid 0, the 20-blank ones from grids 2, 3
     from lm_sudoku_grids import grid_examples
 
