@@ -211,3 +211,28 @@ def test_gpt2_flops_formula_matches_the_flop_counter():
     # the formula counts attention over the 7 keys; the counter may or may not see SDPA on CPU
     no_attn = gpt2_flops_per_token(model, 0)
     assert no_attn <= fc.get_total_flops() <= gpt2_flops_per_token(model, 7) * 1.001
+
+
+def test_random_control_matches_the_depth_on_the_positions_the_exit_decides():
+    """Under refine_on: cached a prompt token before the last keeps one step whatever the exit, so
+    a row's mean steps per token is half prompt. The control must draw the learned exit's depth
+    on the positions it decides (here twice the excess over 1), not the row's mean."""
+    from trmlm.bench.adaptive import add_random_controls, decided_depth
+
+    def fixed(d, mean):
+        return {"name": f"fixed {d}", "kind": "fixed", "param": float(d), "steps_mean": mean}
+
+    half = [fixed(1, 1.0), fixed(2, 1.5), fixed(3, 2.0),
+            {"name": "halt q>=0.9", "kind": "learned", "param": 0.9, "steps_mean": 1.25},
+            {"name": "halt q>=0.99", "kind": "learned", "param": 0.99, "steps_mean": 1.5}]
+    drawn = []
+    add_random_controls(half, 3, 0, lambda ex: drawn.append(ex))
+    assert [ex.name for ex in drawn] == ["random mean 1.50"] and drawn[0].make().mean_depth == pytest.approx(1.5)
+    assert half[3]["random_same_mean"] == "random mean 1.50" and half[3]["decided_steps_mean"] == 1.5
+    assert half[4]["random_same_mean"] == "fixed 2"            # 1.5 per token = depth 2 where decided
+    # every position decided (text, refine_on all): the row's mean is the depth
+    every = [fixed(1, 1.0), fixed(3, 3.0), {"name": "halt q>=0.5", "kind": "learned", "param": 0.5, "steps_mean": 1.7}]
+    drawn.clear()
+    add_random_controls(every, 3, 0, lambda ex: drawn.append(ex))
+    assert [ex.name for ex in drawn] == ["random mean 1.70"]
+    assert decided_depth([], 3)(1.7) == 1.7                     # no fixed rows: the identity

@@ -160,11 +160,18 @@ def random_exit(mean: float, max_steps: int, seed: int) -> Exit:
 
 def add_random_controls(rows: list[dict[str, Any]], max_steps: int, seed: int,
                         measure: Callable[[Exit], None]) -> None:
-    """The control for every learned threshold's row: a random exit of the same mean depth, named
-    in r["random_same_mean"] (at an integer mean depth d that is the fixed depth d, already
-    measured); `measure` runs each random exit not yet in `rows` and appends its row."""
+    """The control for every learned threshold's row: a random exit of the same mean steps per
+    token, named in r["random_same_mean"] (at an integer depth d that is the fixed depth d, already
+    measured); `measure` runs each random exit not yet in `rows` and appends its row.
+
+    A row's mean also counts positions whose steps no exit rule decides (a prompt token before the
+    last under `refine_on: cached` keeps the one step the cache stores), so the depth the control
+    draws is found through the fixed depths' rows: mean = c + b * d on the decided positions, with
+    c and b from fixed 1 and fixed max_steps (b = 1, c = 0 when every position is decided)."""
+    decided = decided_depth(rows, max_steps)
     for r in [r for r in rows if r["kind"] == "learned"]:
-        m = min(max(r["steps_mean"], 1.0), float(max_steps))
+        m = min(max(decided(r["steps_mean"]), 1.0), float(max_steps))
+        r["decided_steps_mean"] = round(m, 4)
         if abs(m - round(m)) < 0.005:
             r["random_same_mean"] = f"fixed {round(m)}"
             continue
@@ -172,6 +179,18 @@ def add_random_controls(rows: list[dict[str, Any]], max_steps: int, seed: int,
         r["random_same_mean"] = ex.name
         if ex.name not in {x["name"] for x in rows}:
             measure(ex)
+
+
+def decided_depth(rows: list[dict[str, Any]], max_steps: int) -> Callable[[float], float]:
+    """The mean depth on the positions an exit rule decides, from a row's mean steps per token
+    (the affine map through the rows of fixed depth 1 and max_steps; the identity without them)."""
+    fixed = {r["param"]: r["steps_mean"] for r in rows if r["kind"] == "fixed"}
+    if max_steps <= 1 or 1.0 not in fixed or float(max_steps) not in fixed:
+        return lambda mean: mean
+    slope = (fixed[float(max_steps)] - fixed[1.0]) / (max_steps - 1)
+    if slope <= 1e-9:
+        return lambda mean: mean
+    return lambda mean: 1.0 + (mean - fixed[1.0]) / slope
 
 
 def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token: float,

@@ -112,8 +112,9 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
     for r in rows:
         del r["_solved"]   # (per-problem correctness: only the paired counts are kept)
     # The degenerate ends of the sweep: thresholds where every token halts at the first step or
-    # none halts before the last (the learned rule then IS a fixed depth, no control can lose).
-    inner = [r for r in learned if 1.005 < r["steps_mean"] < n_sup - 0.005]
+    # none halts before the last (the learned rule then IS a fixed depth, no control can lose),
+    # judged on the positions the exit decides.
+    inner = [r for r in learned if 1.005 < r["decided_steps_mean"] < n_sup - 0.005]
     op = operating_point(rows, n_sup, threshold)
     report: dict[str, Any] = {
         "benchmark": "adaptive_compute_task", "task": task.name, "problems": len(examples),
@@ -130,7 +131,8 @@ def run_task_adaptive_bench(model: TRMLanguageModel, tokenizer: Tokenizer, task:
                       operating_point_rule=("the checkpoint's stored threshold" if threshold is not None
                                             else "picked on these problems"),
                       halt_exact_acc=op["exact_acc"],
-                      halt_mean_steps=op["steps_mean"], steps_hard=op["steps_hard"],
+                      halt_mean_steps=op["steps_mean"], halt_decided_steps_mean=op["decided_steps_mean"],
+                      steps_hard=op["steps_hard"],
                       steps_easy=op["steps_easy"], steps_hard_decode=op["steps_hard_decode"],
                       steps_easy_decode=op["steps_easy_decode"], random_control=op["random_same_mean"],
                       halt_exact_ci95=op["exact_ci95"], full_depth_exact_ci95=full["exact_ci95"],
