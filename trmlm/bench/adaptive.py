@@ -185,12 +185,11 @@ def decided_depth(rows: list[dict[str, Any]], max_steps: int) -> Callable[[float
     """The mean depth on the positions an exit rule decides, from a row's mean steps per token
     (the affine map through the rows of fixed depth 1 and max_steps; the identity without them)."""
     fixed = {r["param"]: r["steps_mean"] for r in rows if r["kind"] == "fixed"}
-    if max_steps <= 1 or 1.0 not in fixed or float(max_steps) not in fixed:
-        return lambda mean: mean
-    slope = (fixed[float(max_steps)] - fixed[1.0]) / (max_steps - 1)
-    if slope <= 1e-9:
-        return lambda mean: mean
-    return lambda mean: 1.0 + (mean - fixed[1.0]) / slope
+    if max_steps > 1 and 1.0 in fixed and float(max_steps) in fixed:
+        slope = (fixed[float(max_steps)] - fixed[1.0]) / (max_steps - 1)
+        if slope > 1e-9:
+            return lambda mean: 1.0 + (mean - fixed[1.0]) / slope
+    return lambda mean: mean
 
 
 def run_adaptive_bench(model: TRMLanguageModel, windows: Tensor, chars_per_token: float,
